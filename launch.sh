@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# vaejax launcher: sets up .venv (idempotent), then runs a job.
+#
+#   ./launch.sh                       main job: the headline report on the bundled digits
+#   ./launch.sh test [pytest args]    the whole test suite
+#   ./launch.sh setup                 only create/refresh .venv
+#   ./launch.sh bench [args]          benchmarks (installs the [bench] extra)
+#   ./launch.sh train [flags]         python -m experiments.train ...
+#   ./launch.sh <experiment> [--config.key=value ...]
+#                                     python -m experiments.<experiment> ...
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON="${PYTHON:-python3}"
+VENV=".venv"
+cmd="${1:-main}"
+[[ $# -gt 0 ]] && shift
+
+case "$cmd" in
+  test) extras="test" ;;
+  bench) extras="test,bench" ;;
+  *) extras="test" ;;
+esac
+
+ensure_venv() {
+  local stamp="$VENV/.vaejax-stamp"
+  local want
+  want="$(sha256sum pyproject.toml | cut -d' ' -f1) extras=$extras"
+  if [[ ! -x "$VENV/bin/python" ]]; then
+    echo "[launch] creating $VENV with $($PYTHON --version)" >&2
+    "$PYTHON" -m venv "$VENV"
+    "$VENV/bin/python" -m pip install --quiet --upgrade pip
+  fi
+  # Reinstall when pyproject.toml changed or a different set of extras is needed.
+  if [[ ! -f "$stamp" ]] || ! grep -qxF "$want" "$stamp"; then
+    echo "[launch] installing vaejax[$extras] into $VENV (first run takes a few minutes)" >&2
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[$extras]"
+    echo "$want" > "$stamp"
+  fi
+}
+
+ensure_venv
+PY="$VENV/bin/python"
+export PYTHONUNBUFFERED=1
+
+case "$cmd" in
+  setup) echo "[launch] $VENV is ready" ;;
+  main) exec "$PY" -m experiments.main "$@" ;;
+  test) exec "$PY" -m pytest "$@" ;;
+  bench) exec "$PY" -m benchmarks.run_all "$@" ;;
+  train) exec "$PY" -m experiments.train "$@" ;;
+  *)
+    if [[ ! -f "experiments/${cmd}.py" ]]; then
+      echo "[launch] unknown command or experiment '$cmd'." >&2
+      echo "  commands: setup, test, bench, train, or one of:" >&2
+      ls experiments/*.py 2>/dev/null | xargs -n1 basename | sed 's/\.py$//' | grep -v '^_' | sed 's/^/    /' >&2
+      exit 2
+    fi
+    exec "$PY" -m "experiments.${cmd}" "$@"
+    ;;
+esac

@@ -1,0 +1,544 @@
+"""Decoder log-likelihoods in nats, with every constant, and the loss views they imply.
+
+Every ``*_log_likelihood`` returns log p(x | decoder output) **per example**: the
+elementwise log-density summed over the trailing ``event_ndims`` axes (default 1,
+a flattened image). Reducing over the batch is the caller's job; doing it with a
+mean over pixels instead of a sum silently rescales the KL weight (beta).
+
+The loss views (:func:`sse`, :func:`mse`, :func:`bce`) name their reduction and
+differ from the negative log-likelihoods only by scale and constants:
+
+    -log N(x; mu, sigma^2 I) = SSE / (2 sigma^2) + D log sigma + D/2 log(2 pi)
+                             = D/(2 sigma^2) * MSE + const
+    -log Bern(x; sigmoid(logits)) = BCE_with_logits(logits, x)      (x in {0, 1})
+
+This module imports only ``jax`` so that it can be copied into any JAX project.
+
+Validation: when the arguments are concrete (called outside ``jit``), bad values
+raise ``ValueError`` naming the argument. Under ``jit`` values cannot be
+inspected; invalid values (sigma <= 0 or non-finite, x outside [0, 1] for the
+Bernoulli family) then turn the affected examples into NaN, never a silent
+wrong number. Shape and dtype errors are static and always raise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from jax.typing import ArrayLike
+
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+_LOG_2 = math.log(2.0)
+# Below this |logit| the continuous-Bernoulli normaliser uses its Taylor series:
+# the closed form cancels catastrophically near lambda = 1/2 (logit = 0).
+_CB_TAYLOR_CUTOFF = 0.5
+
+
+# --------------------------------------------------------------------------- #
+# Argument checks (only raise when values are concrete, i.e. outside jit).
+# --------------------------------------------------------------------------- #
+
+
+def _is_concrete(value: ArrayLike) -> bool:
+    return not isinstance(value, jax.core.Tracer)
+
+
+def _as_float_array(name: str, value: ArrayLike) -> jax.Array:
+    """Converts to a jax array and rejects integer, boolean and complex data."""
+    if isinstance(value, bool):
+        raise ValueError(f"`{name}` must be a floating-point array, got a bool.")
+    array = jnp.asarray(value)
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        raise ValueError(
+            f"`{name}` must be a floating-point array, got dtype {array.dtype}. "
+            f"Convert it first, e.g. `{name}.astype(jnp.float32)` (scale images to [0, 1])."
+        )
+    return array
+
+
+def _check_event_ndims(event_ndims: int, *arrays: jax.Array) -> None:
+    if not isinstance(event_ndims, int) or isinstance(event_ndims, bool) or event_ndims < 0:
+        raise ValueError(f"`event_ndims` must be a non-negative int, got {event_ndims!r}.")
+    for array in arrays:
+        if event_ndims > array.ndim:
+            raise ValueError(
+                f"`event_ndims`={event_ndims} exceeds the rank of an input of shape "
+                f"{array.shape}."
+            )
+
+
+def _check_same_shape(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> None:
+    if a.shape != b.shape:
+        raise ValueError(
+            f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape}."
+        )
+
+
+def _check_broadcastable(name: str, param: jax.Array, target_name: str, target: jax.Array) -> None:
+    try:
+        shape = jnp.broadcast_shapes(param.shape, target.shape)
+    except ValueError:
+        shape = None
+    if shape != target.shape:
+        raise ValueError(
+            f"`{name}` of shape {param.shape} does not broadcast to `{target_name}` of shape "
+            f"{target.shape}."
+        )
+
+
+def _check_positive_finite(name: str, value: jax.Array) -> None:
+    if _is_concrete(value) and not bool(jnp.all(jnp.isfinite(value) & (value > 0))):
+        raise ValueError(f"`{name}` must be finite and > 0, got min {float(jnp.min(value))!r}.")
+
+
+def _check_finite(name: str, value: jax.Array) -> None:
+    if _is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+        raise ValueError(f"`{name}` contains NaN or inf.")
+
+
+def _check_unit_interval(name: str, value: jax.Array) -> None:
+    if _is_concrete(value) and not bool(jnp.all((value >= 0) & (value <= 1))):
+        raise ValueError(
+            f"`{name}` must lie in [0, 1] for this likelihood, got values in "
+            f"[{float(jnp.min(value))!r}, {float(jnp.max(value))!r}]."
+        )
+
+
+def _event_sum(values: jax.Array, event_ndims: int) -> jax.Array:
+    """Sums the trailing ``event_ndims`` axes: [..., *event] -> [...]."""
+    if event_ndims == 0:
+        return values
+    return jnp.sum(values, axis=tuple(range(-event_ndims, 0)))
+
+
+def _event_size(shape: tuple[int, ...], event_ndims: int) -> int:
+    return math.prod(shape[len(shape) - event_ndims :]) if event_ndims else 1
+
+
+# --------------------------------------------------------------------------- #
+# Gaussian decoder.
+# --------------------------------------------------------------------------- #
+
+
+def _gaussian_elementwise(x: jax.Array, mean: jax.Array, log_sigma: jax.Array) -> jax.Array:
+    # Standardise first so that (x - mean)^2 / sigma^2 never forms sigma^2 (under/overflow).
+    z = (x - mean) * jnp.exp(-log_sigma)
+    return -_HALF_LOG_2PI - log_sigma - 0.5 * jnp.square(z)
+
+
+def gaussian_log_likelihood(
+    x: ArrayLike, mean: ArrayLike, sigma: ArrayLike, *, event_ndims: int = 1
+) -> jax.Array:
+    """log N(x; mean, sigma^2 I) in nats per example, with every constant.
+
+    ``log N = -D/2 log(2 pi) - sum_i log sigma_i - sum_i (x_i - mean_i)^2 / (2 sigma_i^2)``;
+    the log-determinant of ``diag(sigma^2)`` is ``sum_i log sigma_i^2`` (a common
+    mistake writes ``sum_i sigma_i^2``).
+
+    Args:
+      x: [..., *event] data (the target; "y").
+      mean: [..., *event] decoder mean mu(z) (the prediction; "y-hat").
+      sigma: scalar (fixed), [*event] (per pixel, shared over the batch) or any array
+        broadcastable to ``x`` (e.g. [..., *event] per example and pixel). Must be > 0.
+      event_ndims: number of trailing axes forming one example.
+
+    Returns:
+      [...] log-likelihood per example, in nats.
+
+    References:
+      Kingma & Welling, Auto-Encoding Variational Bayes (arXiv 1312.6114), appendix C.2.
+    """
+    x = _as_float_array("x", x)
+    mean = _as_float_array("mean", mean)
+    sigma = _as_float_array("sigma", sigma)
+    _check_same_shape("x", x, "mean", mean)
+    _check_broadcastable("sigma", sigma, "x", x)
+    _check_event_ndims(event_ndims, x)
+    _check_finite("x", x)
+    _check_positive_finite("sigma", sigma)
+    # Under jit a non-positive sigma cannot raise: make it NaN instead of a number.
+    log_sigma = jnp.where(sigma > 0, jnp.log(jnp.where(sigma > 0, sigma, 1.0)), jnp.nan)
+    log_sigma = jnp.broadcast_to(log_sigma, x.shape)
+    return _event_sum(_gaussian_elementwise(x, mean, log_sigma), event_ndims)
+
+
+def gaussian_log_likelihood_from_log_sigma(
+    x: ArrayLike, mean: ArrayLike, log_sigma: ArrayLike, *, event_ndims: int = 1
+) -> jax.Array:
+    """log N(x; mean, exp(log_sigma)^2 I) in nats per example: the form for learned sigma.
+
+    Parameterising by ``log_sigma`` keeps sigma positive without constraints and
+    is what a decoder head (shared scalar or per-pixel output) should produce.
+
+    Args:
+      x: [..., *event] data.
+      mean: [..., *event] decoder mean.
+      log_sigma: any array broadcastable to ``x`` (scalar shared, [*event] per pixel,
+        [..., *event] per example and pixel, as in AEVB appendix C.2).
+      event_ndims: number of trailing axes forming one example.
+
+    Returns:
+      [...] log-likelihood per example, in nats.
+    """
+    x = _as_float_array("x", x)
+    mean = _as_float_array("mean", mean)
+    log_sigma = _as_float_array("log_sigma", log_sigma)
+    _check_same_shape("x", x, "mean", mean)
+    _check_broadcastable("log_sigma", log_sigma, "x", x)
+    _check_event_ndims(event_ndims, x)
+    _check_finite("x", x)
+    _check_finite("log_sigma", log_sigma)
+    log_sigma = jnp.broadcast_to(log_sigma, x.shape)
+    return _event_sum(_gaussian_elementwise(x, mean, log_sigma), event_ndims)
+
+
+def optimal_sigma(
+    x: ArrayLike,
+    mean: ArrayLike,
+    *,
+    axis: Literal["example", "batch"] = "example",
+    event_ndims: int = 1,
+) -> jax.Array:
+    """The maximum-likelihood shared sigma for a Gaussian decoder: sqrt(MSE).
+
+    d/dsigma log N = -D/sigma + SSE/sigma^3 = 0 gives sigma*^2 = SSE / D = MSE.
+
+    Args:
+      x: [..., *event] data.
+      mean: [..., *event] decoder mean.
+      axis: ``"example"`` pools the squared error over each example's pixels
+        (returns [...]); ``"batch"`` pools over all examples and pixels (returns a
+        scalar, the sigma-VAE choice of Rybkin et al., 2021).
+      event_ndims: number of trailing axes forming one example.
+
+    Returns:
+      [...] (``axis="example"``) or [] (``axis="batch"``) optimal sigma.
+    """
+    x = _as_float_array("x", x)
+    mean = _as_float_array("mean", mean)
+    _check_same_shape("x", x, "mean", mean)
+    _check_event_ndims(event_ndims, x)
+    if axis == "example":
+        return jnp.sqrt(mse(x, mean, event_ndims=event_ndims))
+    if axis == "batch":
+        return jnp.sqrt(jnp.mean(jnp.square(x - mean)))
+    raise ValueError(f"`axis` must be 'example' or 'batch', got {axis!r}.")
+
+
+def gaussian_log_likelihood_optimal_sigma(
+    x: ArrayLike,
+    mean: ArrayLike,
+    *,
+    axis: Literal["example", "batch"] = "example",
+    event_ndims: int = 1,
+    eps: float = 0.0,
+) -> jax.Array:
+    """log N(x; mean, sigma*^2 I) at the analytic optimum sigma*^2 = MSE, per example.
+
+    With ``axis="example"`` this is exactly ``-D/2 log(2 pi e MSE)``: the
+    reconstruction term no longer reduces to MSE but to its logarithm. By the
+    envelope theorem the gradient through sigma* is zero, so no stop_gradient is
+    needed.
+
+    Args:
+      x: [..., *event] data.
+      mean: [..., *event] decoder mean.
+      axis: where sigma* is pooled, see :func:`optimal_sigma`.
+      event_ndims: number of trailing axes forming one example.
+      eps: added to MSE before the log (0 = exact; a perfect reconstruction then
+        gives +inf, as the likelihood really is unbounded there).
+
+    Returns:
+      [...] log-likelihood per example, in nats.
+    """
+    x = _as_float_array("x", x)
+    mean = _as_float_array("mean", mean)
+    _check_same_shape("x", x, "mean", mean)
+    _check_event_ndims(event_ndims, x)
+    num_dims = _event_size(x.shape, event_ndims)
+    if axis == "example":
+        var = mse(x, mean, event_ndims=event_ndims) + eps
+        return -0.5 * num_dims * (jnp.log(2.0 * math.pi * var) + 1.0)
+    if axis == "batch":
+        var = jnp.mean(jnp.square(x - mean)) + eps
+        per_example_sse = sse(x, mean, event_ndims=event_ndims)
+        return -0.5 * num_dims * jnp.log(2.0 * math.pi * var) - 0.5 * per_example_sse / var
+    raise ValueError(f"`axis` must be 'example' or 'batch', got {axis!r}.")
+
+
+# --------------------------------------------------------------------------- #
+# Bernoulli and continuous Bernoulli decoders.
+# --------------------------------------------------------------------------- #
+
+
+def _bernoulli_elementwise(x: jax.Array, logits: jax.Array) -> jax.Array:
+    # log_sigmoid(l) = -softplus(-l) keeps log(1 - p) accurate for |l| up to float max.
+    return x * jax.nn.log_sigmoid(logits) + (1.0 - x) * jax.nn.log_sigmoid(-logits)
+
+
+def _nan_outside_unit_interval(x: jax.Array, values: jax.Array) -> jax.Array:
+    return jnp.where((x >= 0) & (x <= 1), values, jnp.nan)
+
+
+def bernoulli_log_likelihood(x: ArrayLike, logits: ArrayLike, *, event_ndims: int = 1) -> jax.Array:
+    """log Bernoulli(x; sigmoid(logits)) in nats per example; equals -BCE_with_logits.
+
+    Exact (a normalised log-probability) for x in {0, 1}. For grey levels x in
+    (0, 1) the same expression is the cross-entropy but not a normalised density
+    over [0, 1]: see :func:`continuous_bernoulli_log_likelihood`.
+
+    Args:
+      x: [..., *event] data in [0, 1].
+      logits: [..., *event] decoder logits (pre-sigmoid).
+      event_ndims: number of trailing axes forming one example.
+
+    Returns:
+      [...] log-likelihood per example, in nats.
+    """
+    x = _as_float_array("x", x)
+    logits = _as_float_array("logits", logits)
+    _check_same_shape("x", x, "logits", logits)
+    _check_event_ndims(event_ndims, x)
+    _check_unit_interval("x", x)
+    values = _nan_outside_unit_interval(x, _bernoulli_elementwise(x, logits))
+    return _event_sum(values, event_ndims)
+
+
+def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:
+    """log C(lambda) of the continuous Bernoulli, lambda = sigmoid(logits), elementwise.
+
+    ``C(lambda) = 2 atanh(1 - 2 lambda) / (1 - 2 lambda)``, which in terms of the
+    logit l is ``C = l / tanh(l / 2)`` (an even function, C(0) = 2). Evaluated as
+    ``log|l| - log(-expm1(-|l|)) + softplus(-|l|)`` away from 0 and by its Taylor
+    series ``log 2 + l^2/12 - 7 l^4/1440 + 31 l^6/90720 - 127 l^8/4838400`` for
+    |l| < 0.5, with the unused branch fed a safe value so gradients stay finite.
+
+    Args:
+      logits: [...] logits of lambda.
+
+    Returns:
+      [...] log C(lambda) in nats (>= log 2).
+
+    References:
+      Loaiza-Ganem & Cunningham, The continuous Bernoulli: fixing a pervasive error
+      in variational autoencoders (NeurIPS 2019), eq. 7.
+    """
+    logits = _as_float_array("logits", logits)
+    abs_l = jnp.abs(logits)
+    small = abs_l < _CB_TAYLOR_CUTOFF
+    # Double-where: the closed form would give 0/0 (NaN gradient) at l = 0.
+    safe_l = jnp.where(small, 1.0, abs_l)
+    # -expm1(-l) = 1 - e^{-l} and softplus(-l) = log(1 + e^{-l}): log tanh(l/2) without cancellation.
+    closed = jnp.log(safe_l) - jnp.log(-jnp.expm1(-safe_l)) + jax.nn.softplus(-safe_l)
+    l2 = jnp.square(jnp.where(small, logits, 0.0))
+    taylor = _LOG_2 + l2 * (
+        1.0 / 12.0 + l2 * (-7.0 / 1440.0 + l2 * (31.0 / 90720.0 - l2 * 127.0 / 4838400.0))
+    )
+    return jnp.where(small, taylor, closed)
+
+
+def continuous_bernoulli_log_likelihood(
+    x: ArrayLike, logits: ArrayLike, *, event_ndims: int = 1
+) -> jax.Array:
+    """log CB(x; lambda = sigmoid(logits)) in nats per example: a normalised density on [0, 1].
+
+    ``log CB(x; lambda) = x log lambda + (1 - x) log(1 - lambda) + log C(lambda)``,
+    i.e. ``-BCE + log C``: the normaliser is exactly what separates BCE from a
+    likelihood for grey-level data.
+
+    Args:
+      x: [..., *event] data in [0, 1].
+      logits: [..., *event] decoder logits.
+      event_ndims: number of trailing axes forming one example.
+
+    Returns:
+      [...] log-density per example, in nats.
+    """
+    x = _as_float_array("x", x)
+    logits = _as_float_array("logits", logits)
+    _check_same_shape("x", x, "logits", logits)
+    _check_event_ndims(event_ndims, x)
+    _check_unit_interval("x", x)
+    values = _bernoulli_elementwise(x, logits) + continuous_bernoulli_log_normalizer(logits)
+    return _event_sum(_nan_outside_unit_interval(x, values), event_ndims)
+
+
+def continuous_bernoulli_mean(logits: ArrayLike) -> jax.Array:
+    """Mean of the continuous Bernoulli, elementwise: lambda/(2 lambda - 1) + 1/(2 atanh(1 - 2 lambda)).
+
+    In logits: ``E[x] = 1/(1 - e^{-l}) - 1/l``, with the Taylor series
+    ``1/2 + l/12 - l^3/720`` near l = 0. Note it is not lambda: plotting sigmoid(logits)
+    as the "reconstruction" of a continuous-Bernoulli decoder is a common mistake.
+
+    Args:
+      logits: [...] logits.
+
+    Returns:
+      [...] mean in [0, 1].
+    """
+    logits = _as_float_array("logits", logits)
+    small = jnp.abs(logits) < _CB_TAYLOR_CUTOFF
+    safe_l = jnp.where(small, 1.0, logits)
+    # 1/(1 - e^{-l}) written so that neither branch overflows for |l| up to float max.
+    pos = jnp.where(safe_l > 0, safe_l, 1.0)
+    neg = jnp.where(safe_l < 0, safe_l, -1.0)
+    inv_one_minus_exp = jnp.where(safe_l > 0, -1.0 / jnp.expm1(-pos), jnp.exp(neg) / jnp.expm1(neg))
+    closed = inv_one_minus_exp - 1.0 / safe_l
+    l_small = jnp.where(small, logits, 0.0)
+    taylor = 0.5 + l_small / 12.0 - l_small**3 / 720.0 + l_small**5 / 30240.0
+    return jnp.where(small, taylor, closed)
+
+
+# --------------------------------------------------------------------------- #
+# Loss views: the same quantities as plain losses, with the reduction in the name.
+# --------------------------------------------------------------------------- #
+
+
+def sse(x: ArrayLike, mean: ArrayLike, *, event_ndims: int = 1) -> jax.Array:
+    """Sum of squared errors per example: sum over the event axes of (x - mean)^2.
+
+    Args:
+      x: [..., *event] data.
+      mean: [..., *event] prediction.
+      event_ndims: number of trailing axes forming one example.
+
+    Returns:
+      [...] SSE per example. ``-log N = SSE / (2 sigma^2) + const``.
+    """
+    x = _as_float_array("x", x)
+    mean = _as_float_array("mean", mean)
+    _check_same_shape("x", x, "mean", mean)
+    _check_event_ndims(event_ndims, x)
+    return _event_sum(jnp.square(x - mean), event_ndims)
+
+
+def mse(x: ArrayLike, mean: ArrayLike, *, event_ndims: int = 1) -> jax.Array:
+    """Mean squared error per example: SSE / D, with D the number of event elements.
+
+    Args:
+      x: [..., *event] data.
+      mean: [..., *event] prediction.
+      event_ndims: number of trailing axes forming one example.
+
+    Returns:
+      [...] MSE per example. ``-log N = D/(2 sigma^2) * MSE + const``.
+    """
+    x = _as_float_array("x", x)
+    return sse(x, mean, event_ndims=event_ndims) / _event_size(x.shape, event_ndims)
+
+
+def bce(
+    x: ArrayLike,
+    logits: ArrayLike,
+    *,
+    event_ndims: int = 1,
+    reduction: Literal["sum", "mean"] = "sum",
+) -> jax.Array:
+    """Binary cross-entropy with logits per example, reduced over the event axes.
+
+    Args:
+      x: [..., *event] targets in [0, 1].
+      logits: [..., *event] decoder logits.
+      event_ndims: number of trailing axes forming one example.
+      reduction: ``"sum"`` over pixels (equals ``-bernoulli_log_likelihood``) or
+        ``"mean"`` over pixels (PyTorch's default ``reduction='mean'``, which is the
+        negative log-likelihood divided by D: with a KL term it silently sets beta = D).
+
+    Returns:
+      [...] BCE per example.
+    """
+    nll = -bernoulli_log_likelihood(x, logits, event_ndims=event_ndims)
+    if reduction == "sum":
+        return nll
+    if reduction == "mean":
+        return nll / _event_size(jnp.shape(x), event_ndims)
+    raise ValueError(f"`reduction` must be 'sum' or 'mean', got {reduction!r}.")
+
+
+# --------------------------------------------------------------------------- #
+# Converters.
+# --------------------------------------------------------------------------- #
+
+Convention = Literal["sse", "sse_half", "mse"]
+
+
+def beta_from_sigma(
+    sigma: ArrayLike, *, convention: Convention = "sse", num_dims: int | None = None
+) -> jax.Array:
+    """The KL weight beta that a fixed-sigma Gaussian VAE implies for a plain loss.
+
+    ``-ELBO = SSE/(2 sigma^2) + KL + const`` is proportional to ``loss + beta * KL`` with:
+
+    * ``"sse"``:       loss = SSE,     beta = 2 sigma^2
+    * ``"sse_half"``:  loss = SSE / 2, beta = sigma^2
+    * ``"mse"``:       loss = MSE,     beta = 2 sigma^2 / D  (needs ``num_dims`` = D)
+
+    Args:
+      sigma: [...] decoder standard deviation, > 0.
+      convention: which reconstruction loss the beta multiplies against.
+      num_dims: D, required for the ``"mse"`` convention.
+
+    Returns:
+      [...] beta.
+    """
+    sigma = _as_float_array("sigma", sigma)
+    _check_positive_finite("sigma", sigma)
+    return 2.0 * jnp.square(sigma) / _convention_divisor(convention, num_dims)
+
+
+def sigma_from_beta(
+    beta: ArrayLike, *, convention: Convention = "sse", num_dims: int | None = None
+) -> jax.Array:
+    """Inverse of :func:`beta_from_sigma`: the sigma a "loss + beta * KL" objective implies.
+
+    Args:
+      beta: [...] KL weight, > 0.
+      convention: ``"sse"``, ``"sse_half"`` or ``"mse"`` (see :func:`beta_from_sigma`).
+      num_dims: D, required for the ``"mse"`` convention.
+
+    Returns:
+      [...] sigma.
+    """
+    beta = _as_float_array("beta", beta)
+    _check_positive_finite("beta", beta)
+    return jnp.sqrt(beta * _convention_divisor(convention, num_dims) / 2.0)
+
+
+def _convention_divisor(convention: str, num_dims: int | None) -> float:
+    if convention == "sse":
+        return 1.0
+    if convention == "sse_half":
+        return 2.0
+    if convention == "mse":
+        if num_dims is None or num_dims < 1:
+            raise ValueError("`num_dims` (D >= 1) is required for the 'mse' convention.")
+        return 1.0 / num_dims
+    raise ValueError(f"`convention` must be 'sse', 'sse_half' or 'mse', got {convention!r}.")
+
+
+def nats_to_bits_per_dim(
+    nll_nats: ArrayLike, num_dims: int, *, num_bits: int | None = None
+) -> jax.Array:
+    """Converts a negative log-likelihood in nats per example to bits per dimension.
+
+    Args:
+      nll_nats: [...] -log p(x) in nats per example.
+      num_dims: D, the number of dimensions per example.
+      num_bits: if given, treat ``nll_nats`` as the density of data scaled to [0, 1]
+        and convert it to the discrete likelihood of ``num_bits``-bit data (bins of
+        width 2^-num_bits): adds ``num_bits`` bits per dimension (8 for images).
+
+    Returns:
+      [...] bits per dimension.
+    """
+    if not isinstance(num_dims, int) or num_dims < 1:
+        raise ValueError(f"`num_dims` must be a positive int, got {num_dims!r}.")
+    bpd = jnp.asarray(nll_nats) / (num_dims * _LOG_2)
+    if num_bits is not None:
+        if num_bits < 1:
+            raise ValueError(f"`num_bits` must be >= 1, got {num_bits!r}.")
+        bpd = bpd + num_bits
+    return bpd

@@ -1,0 +1,80 @@
+"""Matplotlib figures. Functions take plain numpy arrays and return a Figure; saving is the caller's."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import logging
+
+import matplotlib
+
+logging.getLogger("matplotlib").setLevel(logging.WARNING)  # absl would print font chatter.
+matplotlib.use("Agg")  # Headless machines: never try to open a window.
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _floor(values: np.ndarray, floor: float) -> np.ndarray:
+    """Exact zeros cannot be drawn on a log axis: show them at ``floor``."""
+    return np.maximum(np.asarray(values, dtype=np.float64), floor)
+
+
+def gradient_equivalence_figure(
+    sigmas: np.ndarray,
+    ratio: np.ndarray,
+    factor: np.ndarray,
+    num_dims: int,
+    slope: float,
+    one_minus_cosine: Mapping[str, np.ndarray],
+    relative_error: Mapping[str, np.ndarray],
+    *,
+    title: str = "",
+):
+    """Three panels: gradient ratio vs sigma with the theory line, 1 - cosine, relative error.
+
+    Args:
+      sigmas: [S] sigma grid.
+      ratio: [S, L] measured ||grad(-log N)|| / ||grad MSE||.
+      factor: [S] theory D / (2 sigma^2).
+      num_dims: D.
+      slope: fitted log-log slope of the ratio.
+      one_minus_cosine: label (e.g. "float32") -> [S, L].
+      relative_error: label -> [S, L].
+      title: figure title.
+    """
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    ax = axes[0]
+    ax.loglog(sigmas, factor, "-", color="black", lw=1.5,
+              label=rf"theory $D/(2\sigma^2)$, D={num_dims}")
+    med = np.median(ratio, axis=1)
+    ax.fill_between(sigmas, ratio.min(axis=1), ratio.max(axis=1), color="C0", alpha=0.3)
+    ax.loglog(sigmas, med, "o", ms=5, mfc="none", color="C0",
+              label=f"measured, median of L={ratio.shape[1]} samples")
+    ax.set_xlabel(r"decoder $\sigma$")
+    ax.set_ylabel(r"$\|\nabla(-\log\mathcal{N})\| \,/\, \|\nabla \mathrm{MSE}\|$")
+    ax.set_title(f"gradient ratio: fitted slope {slope:.6f} (theory -2)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    for ax, data, ylabel, panel in (
+        (axes[1], one_minus_cosine, r"$1 - \cos(\nabla(-\log\mathcal{N}), \nabla\mathrm{MSE})$",
+         "direction"),
+        (axes[2], relative_error,
+         r"$\|\nabla(-\log\mathcal{N}) - \frac{D}{2\sigma^2}\nabla\mathrm{MSE}\| / \|\nabla(-\log\mathcal{N})\|$",
+         "relative error against theory"),
+    ):
+        for i, (label, values) in enumerate(data.items()):
+            floor = 1e-18
+            ax.loglog(sigmas, _floor(values.max(axis=1), floor), "-", color=f"C{i}",
+                      label=f"{label} (max over samples)")
+        ax.axhline(np.finfo(np.float32).eps, color="gray", lw=0.8, ls="--")
+        ax.text(sigmas[0], np.finfo(np.float32).eps * 1.5, "float32 eps", fontsize=7, color="gray")
+        ax.set_xlabel(r"decoder $\sigma$")
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.set_title(panel)
+        ax.legend(fontsize=7)
+        ax.grid(True, which="both", alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
