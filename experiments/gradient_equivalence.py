@@ -131,7 +131,7 @@ times {summary['num_samples']} latent samples (one jitted, vmapped call): the fi
 slope of the gradient-norm ratio is **{summary['slope_float32']:.7f}** (theory -2).
 
 {common.markdown_table(["dtype", "loss", "theory factor", "max relative error",
-                        "max (1 - cosine)", "max |ratio/theory - 1|"], table_rows)}
+                        "max (1 - cosine)", "max abs(ratio/theory - 1)"], table_rows)}
 
 Worst case over every sigma, sample and all decoder parameters together; the per-leaf
 numbers are in `gradient_equivalence.csv`'s source arrays. Errors are float rounding:

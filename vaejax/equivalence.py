@@ -39,7 +39,9 @@ class GradientComparison:
     """grad(-log N) against ``factor * grad(loss)`` for one reference loss.
 
     Norms are over all parameter leaves together; ``per_leaf_*`` hold the same per leaf,
-    keyed by the leaf's path (``jax.tree_util.keystr``).
+    keyed by the leaf's path (``jax.tree_util.keystr``). A leaf whose gradients are exactly
+    zero under both losses (a parameter the decoder does not use) has NaN per-leaf values:
+    0/0 is undefined, and a made-up number would hide it.
     """
 
     factor: jax.Array  # [S] theoretical factor for each sigma

@@ -89,18 +89,32 @@ def _check_broadcastable(name: str, param: jax.Array, target_name: str, target: 
         )
 
 
+def _holds_everywhere(condition, value: jax.Array) -> bool:
+    """True unless ``condition(value)`` is concretely false somewhere.
+
+    Inside a trace (jit, vmap, scan) even a closed-over constant yields a tracer, so the
+    check is skipped there and the NaN behaviour documented in the module applies.
+    """
+    if not _is_concrete(value):
+        return True
+    try:
+        return bool(jnp.all(condition(value)))
+    except jax.errors.ConcretizationTypeError:
+        return True
+
+
 def _check_positive_finite(name: str, value: jax.Array) -> None:
-    if _is_concrete(value) and not bool(jnp.all(jnp.isfinite(value) & (value > 0))):
+    if not _holds_everywhere(lambda v: jnp.isfinite(v) & (v > 0), value):
         raise ValueError(f"`{name}` must be finite and > 0, got min {float(jnp.min(value))!r}.")
 
 
 def _check_finite(name: str, value: jax.Array) -> None:
-    if _is_concrete(value) and not bool(jnp.all(jnp.isfinite(value))):
+    if not _holds_everywhere(jnp.isfinite, value):
         raise ValueError(f"`{name}` contains NaN or inf.")
 
 
 def _check_unit_interval(name: str, value: jax.Array) -> None:
-    if _is_concrete(value) and not bool(jnp.all((value >= 0) & (value <= 1))):
+    if not _holds_everywhere(lambda v: (v >= 0) & (v <= 1), value):
         raise ValueError(
             f"`{name}` must lie in [0, 1] for this likelihood, got values in "
             f"[{float(jnp.min(value))!r}, {float(jnp.max(value))!r}]."
@@ -331,7 +345,7 @@ def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:
     small = abs_l < _CB_TAYLOR_CUTOFF
     # Double-where: the closed form would give 0/0 (NaN gradient) at l = 0.
     safe_l = jnp.where(small, 1.0, abs_l)
-    # -expm1(-l) = 1 - e^{-l} and softplus(-l) = log(1 + e^{-l}): log tanh(l/2) without cancellation.
+    # -expm1(-l) = 1 - e^{-l}, softplus(-l) = log(1 + e^{-l}): log tanh(l/2) without cancellation.
     closed = jnp.log(safe_l) - jnp.log(-jnp.expm1(-safe_l)) + jax.nn.softplus(-safe_l)
     l2 = jnp.square(jnp.where(small, logits, 0.0))
     taylor = _LOG_2 + l2 * (
@@ -367,7 +381,7 @@ def continuous_bernoulli_log_likelihood(
 
 
 def continuous_bernoulli_mean(logits: ArrayLike) -> jax.Array:
-    """Mean of the continuous Bernoulli, elementwise: lambda/(2 lambda - 1) + 1/(2 atanh(1 - 2 lambda)).
+    """Continuous-Bernoulli mean: lambda/(2 lambda - 1) + 1/(2 atanh(1 - 2 lambda)), elementwise.
 
     In logits: ``E[x] = 1/(1 - e^{-l}) - 1/l``, with the Taylor series
     ``1/2 + l/12 - l^3/720`` near l = 0. Note it is not lambda: plotting sigmoid(logits)

@@ -1,10 +1,9 @@
-"""Matplotlib figures. Functions take plain numpy arrays and return a Figure; saving is the caller's."""
+"""Matplotlib figures: functions take numpy arrays and return a Figure; callers save it."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 import logging
+from collections.abc import Mapping
 
 import matplotlib
 
@@ -60,7 +59,8 @@ def gradient_equivalence_figure(
         (axes[1], one_minus_cosine, r"$1 - \cos(\nabla(-\log\mathcal{N}), \nabla\mathrm{MSE})$",
          "direction"),
         (axes[2], relative_error,
-         r"$\|\nabla(-\log\mathcal{N}) - \frac{D}{2\sigma^2}\nabla\mathrm{MSE}\| / \|\nabla(-\log\mathcal{N})\|$",
+         r"$\|\nabla(-\log\mathcal{N}) - \frac{D}{2\sigma^2}\nabla\mathrm{MSE}\|$"
+         r"$\,/\,\|\nabla(-\log\mathcal{N})\|$",
          "relative error against theory"),
     ):
         for i, (label, values) in enumerate(data.items()):
