@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
 
 from experiments import common
@@ -140,6 +140,7 @@ a few float32 ulps (eps = 1.2e-7) and a few float64 ulps (eps = 2.2e-16).
 
 
 def main(argv):
+    logging.set_verbosity(logging.WARNING)  # orbax/absl INFO chatter hides the progress bar
     del argv
     workdir = _WORKDIR.value or common.new_run_dir()
     summary = run(_CONFIG.value, workdir)

@@ -13,8 +13,8 @@ Where the references come from (each test names its own):
 * Python loops over the draws the library documents: sample k uses `fold_in(key, k)`.
 * Monte-Carlo bounds of 5 standard errors, the standard error estimated from the same draws.
 
-Every call site is run eagerly and under `jax.jit` (static arguments closed over). The
-float64 versions of the exact identities and `check_grads` live in `test_elbo_float64.py`.
+Most checks run eagerly; `test_call_sites_under_jit_match_eager` and the `transform`-parametrized
+tests repeat them under `jax.jit` (static arguments closed over). The float64 versions of the exact identities and `check_grads` live in `test_elbo_float64.py`.
 """
 
 from __future__ import annotations
@@ -43,7 +43,12 @@ REFERENCE_RTOL = 1e-5
 EXACT_POSTERIOR_ATOL = 1e-4
 MC_STANDARD_ERRORS = 5.0
 
-TRANSFORMS = pytest.mark.parametrize("transform", ["eager", "jit"])
+# One sample count for the Monte-Carlo checks and one for the small exact checks, so that the
+# eagerly compiled ops are shared between tests (compilation dominates the runtime).
+NUM_MC = 20_000
+SMALL_L = 5
+# A deliberately worse diagonal q: the exact posterior mean shifted by 1, its variance tripled.
+WORSE_Q = {"mean_shift": 1.0, "var_scale": 3.0}
 
 
 def assert_close(got, expected, rtol):
@@ -174,45 +179,46 @@ def model() -> LinearGaussian:
 # --------------------------------------------------------------------------- #
 
 
-@TRANSFORMS
-@pytest.mark.parametrize("batch_shape", [(), (4,), (2, 3)])
-def test_reparameterize_shapes(transform, batch_shape):
-    mean = jnp.zeros((*batch_shape, 5), DTYPE)
-    log_var = jnp.zeros((*batch_shape, 5), DTYPE)
+@pytest.mark.parametrize("batch_shape", [(), (4,), (2, 4)])
+def test_reparameterize_shapes(batch_shape):
+    mean = jnp.zeros((*batch_shape, 3), DTYPE)
+    log_var = jnp.zeros((*batch_shape, 3), DTYPE)
     key = jax.random.key(0)
-    one = call(transform, reparameterize, key, mean, log_var)
-    many = call(transform, reparameterize, key, mean, log_var, num_samples=7)
-    assert one.shape == (*batch_shape, 5) and one.dtype == DTYPE
-    assert many.shape == (7, *batch_shape, 5) and many.dtype == DTYPE
+    one = reparameterize(key, mean, log_var)
+    many = reparameterize(key, mean, log_var, num_samples=SMALL_L)
+    single = reparameterize(key, mean, log_var, num_samples=1)
+    assert one.shape == (*batch_shape, 3) and one.dtype == DTYPE
+    assert many.shape == (SMALL_L, *batch_shape, 3) and many.dtype == DTYPE
+    assert single.shape == (1, *batch_shape, 3)
 
 
-@TRANSFORMS
-def test_reparameterize_moments_match_mean_and_variance(transform):
-    # Reference: z ~ N(mean, exp(log_var)); sample mean within 5 SE = 5 sqrt(var / n), and
-    # sample variance within 5 SE = 5 var sqrt(2 / (n - 1)) (Gaussian fourth moment).
-    num_samples = 20_000
-    mean = np.array([[0.0, -1.5, 3.0], [10.0, 0.25, -4.0]], DTYPE)
-    log_var = np.array([[0.0, -2.0, 1.0], [3.0, -6.0, 0.5]], DTYPE)
-    z = call(
-        transform, reparameterize, jax.random.key(1), mean, log_var, num_samples=num_samples
-    )
+def test_reparameterize_moments_match_mean_and_variance():
+    # Reference: z ~ N(mean, exp(log_var)); the sample mean lies within 5 SE = 5 sqrt(var / n)
+    # and the sample variance within 5 SE = 5 var sqrt(2 / (n - 1)) (Gaussian fourth moment).
+    rng = np.random.default_rng(1)
+    mean = rng.uniform(-10.0, 10.0, size=(4, 3)).astype(DTYPE)
+    log_var = rng.uniform(-6.0, 3.0, size=(4, 3)).astype(DTYPE)
+    z = reparameterize(jax.random.key(1), mean, log_var, num_samples=NUM_MC)
     z = np.asarray(z, np.float64)
     var = np.exp(log_var.astype(np.float64))
-    assert_within_standard_errors(z.mean(0), mean, np.sqrt(var / num_samples), "mean")
+    assert_within_standard_errors(z.mean(0), mean, np.sqrt(var / NUM_MC), "mean")
     assert_within_standard_errors(
-        z.var(0, ddof=1), var, var * np.sqrt(2.0 / (num_samples - 1)), "variance"
+        z.var(0, ddof=1), var, var * np.sqrt(2.0 / (NUM_MC - 1)), "variance"
     )
-    # The samples are distinct across the sample axis (fold_in gives fresh draws).
-    assert np.unique(z[:, 0, 0]).size > 0.99 * num_samples
+    # Fresh draws along the sample axis (float32 normals may repeat by chance, rarely).
+    assert np.unique(z[:, 0, 0]).size > 0.99 * NUM_MC
+    # Independent across the sample axis: lag-1 correlation of the standardised draws ~ 0.
+    eps = (z - mean) / np.sqrt(var)
+    lag_correlation = np.mean(eps[1:] * eps[:-1], axis=0)
+    assert np.all(np.abs(lag_correlation) < MC_STANDARD_ERRORS / math.sqrt(NUM_MC))
 
 
-@TRANSFORMS
-def test_reparameterize_is_mean_plus_std_times_fold_in_draws(transform):
+def test_reparameterize_is_mean_plus_std_times_fold_in_draws():
     # Reference: the documented formula z_k = mean + exp(log_var / 2) * eps_k with
     # eps_k = normal(fold_in(key, k)); num_samples=None draws eps from `key` itself.
     rng = np.random.default_rng(2)
-    mean = rng.normal(size=(3, 4)).astype(DTYPE)
-    log_var = rng.normal(size=(3, 4)).astype(DTYPE)
+    mean = rng.normal(size=(4, 3)).astype(DTYPE)
+    log_var = rng.normal(size=(4, 3)).astype(DTYPE)
     key = jax.random.key(3)
     std = np.exp(0.5 * log_var.astype(np.float64))
 
@@ -220,64 +226,59 @@ def test_reparameterize_is_mean_plus_std_times_fold_in_draws(transform):
         eps = np.asarray(jax.random.normal(eps_key, mean.shape, DTYPE), np.float64)
         return mean + std * eps
 
-    many = call(transform, reparameterize, key, mean, log_var, num_samples=5)
-    for k in range(5):
+    many = reparameterize(key, mean, log_var, num_samples=SMALL_L)
+    for k in range(SMALL_L):
         assert_close(many[k], expected(jax.random.fold_in(key, k)), IDENTITY_RTOL)
-    single = call(transform, reparameterize, key, mean, log_var, num_samples=1)
-    assert single.shape == (1, 3, 4)
+    single = reparameterize(key, mean, log_var, num_samples=1)
     assert_close(single[0], expected(jax.random.fold_in(key, 0)), IDENTITY_RTOL)
-    assert_close(call(transform, reparameterize, key, mean, log_var), expected(key), IDENTITY_RTOL)
+    assert_close(reparameterize(key, mean, log_var), expected(key), IDENTITY_RTOL)
+    # The legacy uint32 key type gives the same draws as the typed key of the same seed.
+    legacy = reparameterize(jax.random.PRNGKey(3), mean, log_var, num_samples=SMALL_L)
+    np.testing.assert_array_equal(legacy, many)
 
 
 def test_reparameterize_same_key_same_samples_other_key_other_samples():
-    mean = jnp.ones((2, 3), DTYPE)
-    log_var = jnp.full((2, 3), -1.0, DTYPE)
-    first = reparameterize(jax.random.key(4), mean, log_var, num_samples=6)
-    again = reparameterize(jax.random.key(4), mean, log_var, num_samples=6)
-    jitted = jax.jit(functools.partial(reparameterize, num_samples=6))(
-        jax.random.key(4), mean, log_var
-    )
-    other = reparameterize(jax.random.key(5), mean, log_var, num_samples=6)
+    mean = jnp.ones((4, 3), DTYPE)
+    log_var = jnp.full((4, 3), -1.0, DTYPE)
+    first = reparameterize(jax.random.key(4), mean, log_var, num_samples=SMALL_L)
+    again = reparameterize(jax.random.key(4), mean, log_var, num_samples=SMALL_L)
+    other = reparameterize(jax.random.key(5), mean, log_var, num_samples=SMALL_L)
     np.testing.assert_array_equal(first, again)
-    np.testing.assert_allclose(first, jitted, rtol=IDENTITY_RTOL)
     assert not np.any(np.isclose(first, other))
-    # Prefix property: the first L of K samples are the L-sample draw (sample k <-> fold_in k).
+    # Prefix property (sample k <-> fold_in(key, k)): the first 2 of L samples are the 2-sample draw.
     np.testing.assert_array_equal(
-        reparameterize(jax.random.key(4), mean, log_var, num_samples=3), first[:3]
+        reparameterize(jax.random.key(4), mean, log_var, num_samples=2), first[:2]
     )
 
 
-@TRANSFORMS
-def test_reparameterize_gradients_match_the_formula(transform):
-    # Reference: d z / d mean = I and d z / d log_var = diag(0.5 exp(0.5 log_var) eps), with eps
-    # the draw from fold_in(key, k) (AEVB section 2.4: z = g(eps, phi) is differentiable in phi).
+def test_reparameterize_gradients_match_the_formula():
+    # Reference: d z / d mean = I and d z / d log_var = diag(0.5 exp(0.5 log_var) eps), eps the
+    # draw from fold_in(key, 0) (AEVB section 2.4: z = g(eps, phi) is differentiable in phi).
     rng = np.random.default_rng(6)
-    mean = rng.normal(size=(2, 3)).astype(DTYPE)
-    log_var = rng.normal(size=(2, 3)).astype(DTYPE)
+    mean = rng.normal(size=(4, 3)).astype(DTYPE)
+    log_var = rng.normal(size=(4, 3)).astype(DTYPE)
     key = jax.random.key(7)
     eps = np.asarray(jax.random.normal(jax.random.fold_in(key, 0), mean.shape, DTYPE))
 
     def sample(m, lv):
         return reparameterize(key, m, lv, num_samples=1)[0]
 
-    jacobian = jax.jacrev if transform == "eager" else lambda f, **kw: jax.jit(jax.jacrev(f, **kw))
-    jac_mean = np.asarray(jacobian(sample, argnums=0)(mean, log_var)).reshape(6, 6)
-    np.testing.assert_array_equal(jac_mean, np.eye(6))
-    jac_log_var = np.asarray(jacobian(sample, argnums=1)(mean, log_var)).reshape(6, 6)
+    jac_mean, jac_log_var = jax.jacrev(sample, argnums=(0, 1))(mean, log_var)
+    jac_mean = np.asarray(jac_mean).reshape(12, 12)
+    jac_log_var = np.asarray(jac_log_var).reshape(12, 12)
+    np.testing.assert_array_equal(jac_mean, np.eye(12))
     expected = 0.5 * np.exp(0.5 * log_var.astype(np.float64)) * eps
     assert_close(np.diag(jac_log_var), expected.reshape(-1), IDENTITY_RTOL)
     np.testing.assert_array_equal(jac_log_var - np.diag(np.diag(jac_log_var)), 0.0)
 
-    # jax.grad of the sum: the diagonal Jacobians, summed over L samples.
+    # jax.grad of the sum over L samples: the diagonal Jacobians summed over the samples.
     def total(m, lv):
-        return jnp.sum(reparameterize(key, m, lv, num_samples=4))
+        return jnp.sum(reparameterize(key, m, lv, num_samples=SMALL_L))
 
-    grad = jax.grad(total, argnums=(0, 1))
-    grad = grad if transform == "eager" else jax.jit(grad)
-    grad_mean, grad_log_var = grad(mean, log_var)
-    np.testing.assert_array_equal(grad_mean, np.full_like(mean, 4.0))
+    grad_mean, grad_log_var = jax.grad(total, argnums=(0, 1))(mean, log_var)
+    np.testing.assert_array_equal(grad_mean, np.full_like(mean, SMALL_L))
     eps_all = np.stack(
-        [jax.random.normal(jax.random.fold_in(key, k), mean.shape, DTYPE) for k in range(4)]
+        [jax.random.normal(jax.random.fold_in(key, k), mean.shape, DTYPE) for k in range(SMALL_L)]
     ).astype(np.float64)
     expected_sum = (0.5 * np.exp(0.5 * log_var.astype(np.float64)) * eps_all).sum(0)
     assert_close(grad_log_var, expected_sum, REFERENCE_RTOL)
@@ -288,109 +289,89 @@ def test_reparameterize_gradients_match_the_formula(transform):
 # --------------------------------------------------------------------------- #
 
 
-@TRANSFORMS
-@pytest.mark.parametrize("num_samples", [1, 10, 1000])
-def test_iwae_with_exact_posterior_equals_log_marginal(model, transform, num_samples):
+@pytest.mark.parametrize(
+    ("num_samples", "transform"), [(1, "eager"), (10, "eager"), (1000, "eager"), (1000, "jit")]
+)
+def test_iwae_with_exact_posterior_equals_log_marginal(model, num_samples, transform):
     # Reference: log p(x) from scipy.stats.multivariate_normal. With q = p(z|x) every log-weight
     # log p(x, z) - log q(z|x) equals log p(x), so any K gives log p(x) up to rounding.
     mean, log_var = model.q()
     got = call(
-        transform,
-        iwae_bound,
-        jax.random.key(10),
-        mean,
-        log_var,
-        log_likelihood_fn=model.log_likelihood_fn,
-        num_samples=num_samples,
-    )
+        transform, iwae_bound, jax.random.key(10), mean, log_var,
+        log_likelihood_fn=model.log_likelihood_fn, num_samples=num_samples,
+    )  # fmt: skip
     np.testing.assert_allclose(got, model.log_marginal, rtol=0, atol=EXACT_POSTERIOR_ATOL)
 
 
-@TRANSFORMS
-@pytest.mark.parametrize("num_samples", [1, 3, 100])
-def test_monte_carlo_elbo_with_exact_posterior_equals_log_marginal(model, transform, num_samples):
-    # Reference: as above; with kl="monte_carlo" the ELBO is the mean of the (constant) log-weights.
+@pytest.mark.parametrize(
+    ("num_samples", "transform"), [(1, "eager"), (SMALL_L, "eager"), (NUM_MC, "eager"), (1, "jit")]
+)
+def test_monte_carlo_elbo_with_exact_posterior_equals_log_marginal(model, num_samples, transform):
+    # Reference: as above; with kl="monte_carlo" the ELBO is the mean of the (constant)
+    # log-weights, so it is log p(x) for every draw, not only on average.
     mean, log_var = model.q()
     terms = call(
-        transform,
-        elbo,
-        jax.random.key(11),
-        mean,
-        log_var,
-        log_likelihood_fn=model.log_likelihood_fn,
-        num_samples=num_samples,
-        kl="monte_carlo",
-    )
+        transform, elbo, jax.random.key(11), mean, log_var,
+        log_likelihood_fn=model.log_likelihood_fn, num_samples=num_samples, kl="monte_carlo",
+    )  # fmt: skip
     np.testing.assert_allclose(terms.elbo, model.log_marginal, rtol=0, atol=EXACT_POSTERIOR_ATOL)
 
 
-@TRANSFORMS
-def test_analytic_elbo_with_exact_posterior_is_log_marginal_within_mc_error(model, transform):
+def test_analytic_elbo_with_exact_posterior_is_log_marginal_within_mc_error(model):
     # Reference: ELBO = log p(x) - KL(q || p(z|x)) = log p(x) at q = p(z|x); the analytic-KL
     # estimator only averages log p(x|z_l), so it matches within 5 SE of that average.
-    num_samples = 20_000
     mean, log_var = model.q()
     key = jax.random.key(12)
-    terms = call(
-        transform,
-        elbo,
-        key,
-        mean,
-        log_var,
-        log_likelihood_fn=model.log_likelihood_fn,
-        num_samples=num_samples,
-    )
-    z = reparameterize(key, mean, log_var, num_samples=num_samples)
+    terms = elbo(key, mean, log_var, model.log_likelihood_fn, num_samples=NUM_MC)
+    z = reparameterize(key, mean, log_var, num_samples=NUM_MC)
     per_sample = numpy_log_likelihood(model.x, model.weight, model.bias, model.noise_std, z)
-    standard_error = per_sample.std(0, ddof=1) / math.sqrt(num_samples)
+    standard_error = per_sample.std(0, ddof=1) / math.sqrt(NUM_MC)
     assert_within_standard_errors(terms.elbo, model.log_marginal, standard_error, "elbo")
 
 
-@TRANSFORMS
-def test_worse_q_orders_elbo_iwae10_iwae1000_log_marginal(model, transform):
+def test_worse_q_orders_elbo_iwae10_iwae1000_log_marginal(model):
     # Reference: Burda et al. 2015, theorem 1: log p(x) >= E[IWAE_K'] >= E[IWAE_K] >= ELBO for
-    # K' >= K. Expectations are estimated over independent keys, compared at 5 SE.
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
+    # K' >= K, and log p(x) from scipy. Expectations are estimated over independent keys; each
+    # ordering must hold by 3 standard errors of the difference (fixed seeds: deterministic).
+    mean, log_var = model.q(**WORSE_Q)
     fn = model.log_likelihood_fn
 
     def replicated_iwae(num_samples, num_keys, seed):
         keys = jax.random.split(jax.random.key(seed), num_keys)
-        bound = jax.vmap(
-            lambda key: iwae_bound(key, mean, log_var, fn, num_samples=num_samples)
-        )
-        values = np.asarray(call(transform, bound, keys), np.float64)
+        bound = jax.vmap(lambda key: iwae_bound(key, mean, log_var, fn, num_samples=num_samples))
+        values = np.asarray(bound(keys), np.float64)
         return values.mean(0), values.std(0, ddof=1) / math.sqrt(num_keys)
 
-    terms = call(
-        transform, elbo, jax.random.key(13), mean, log_var, log_likelihood_fn=fn,
-        num_samples=20_000, kl="monte_carlo",
-    )  # fmt: skip
+    terms = elbo(jax.random.key(13), mean, log_var, fn, num_samples=NUM_MC, kl="monte_carlo")
+    z = reparameterize(jax.random.key(13), mean, log_var, num_samples=NUM_MC)
+    per_sample = numpy_log_weights(model, z, mean, log_var)
     elbo_value = np.asarray(terms.elbo, np.float64)
+    elbo_se = per_sample.std(0, ddof=1) / math.sqrt(NUM_MC)
     iwae10, iwae10_se = replicated_iwae(10, 400, seed=14)
     iwae1000, iwae1000_se = replicated_iwae(1000, 50, seed=15)
-    slack = MC_STANDARD_ERRORS
-    assert np.all(elbo_value + 0.01 < iwae10 - slack * iwae10_se), (elbo_value, iwae10)
-    assert np.all(iwae10 + slack * iwae10_se < iwae1000 - slack * iwae1000_se), (iwae10, iwae1000)
-    assert np.all(iwae1000 <= model.log_marginal + slack * iwae1000_se), (
+
+    def assert_ordered(low, low_se, high, high_se, what):
+        z_scores = (high - low) / np.hypot(low_se, high_se)
+        assert np.all(z_scores > 3.0), (what, low, high, z_scores)
+
+    assert_ordered(elbo_value, elbo_se, iwae10, iwae10_se, "ELBO < IWAE_10")
+    assert_ordered(iwae10, iwae10_se, iwae1000, iwae1000_se, "IWAE_10 < IWAE_1000")
+    assert np.all(iwae1000 <= model.log_marginal + MC_STANDARD_ERRORS * iwae1000_se), (
         iwae1000,
         model.log_marginal,
     )
-    # And IWAE_1000 has closed most of the gap (here the gap is KL(q || p(z|x)) ~ 1 nat).
-    assert np.all(model.log_marginal - iwae1000 < 0.05), model.log_marginal - iwae1000
+    # IWAE_1000 has closed almost all of the gap KL(q || p(z|x)) (about 3.6 nats here).
+    assert np.all(model.log_marginal - iwae1000 < 0.1), model.log_marginal - iwae1000
+    assert np.all(model.log_marginal - elbo_value > 3.0), model.log_marginal - elbo_value
 
 
-@TRANSFORMS
 @pytest.mark.parametrize("kl", ["analytic", "monte_carlo"])
-def test_worse_q_elbo_is_log_marginal_minus_kl_to_posterior(model, transform, kl):
-    # Reference: ELBO = log p(x) - KL(q || p(z|x)) (Kingma & Welling eq. 1), the KL between
-    # diagonal Gaussians written out in numpy; 5 SE of the estimator's per-sample terms.
-    num_samples = 20_000
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
+def test_worse_q_elbo_is_log_marginal_minus_kl_to_posterior(model, kl):
+    # Reference: ELBO = log p(x) - KL(q || p(z|x)) (AEVB eq. 2), the KL between diagonal
+    # Gaussians written out in numpy; 5 SE of the estimator's per-sample terms.
+    mean, log_var = model.q(**WORSE_Q)
     key = jax.random.key(16)
-    terms = call(
-        transform, elbo, key, mean, log_var, log_likelihood_fn=model.log_likelihood_fn,
-        num_samples=num_samples, kl=kl,
-    )  # fmt: skip
+    terms = elbo(key, mean, log_var, model.log_likelihood_fn, num_samples=NUM_MC, kl=kl)
     kl_to_posterior = numpy_kl_diagonal(
         mean.astype(np.float64),
         np.exp(log_var.astype(np.float64)),
@@ -398,14 +379,14 @@ def test_worse_q_elbo_is_log_marginal_minus_kl_to_posterior(model, transform, kl
         model.posterior_var,
     )
     expected = model.log_marginal - kl_to_posterior
-    z = reparameterize(key, mean, log_var, num_samples=num_samples)
+    z = reparameterize(key, mean, log_var, num_samples=NUM_MC)
     if kl == "analytic":
         per_sample = numpy_log_likelihood(model.x, model.weight, model.bias, model.noise_std, z)
     else:
         per_sample = numpy_log_weights(model, z, mean, log_var)
-    standard_error = per_sample.std(0, ddof=1) / math.sqrt(num_samples)
+    standard_error = per_sample.std(0, ddof=1) / math.sqrt(NUM_MC)
     assert_within_standard_errors(terms.elbo, expected, standard_error, f"elbo ({kl})")
-    assert np.all(kl_to_posterior > 0.5)  # the test can tell a worse q from the exact one
+    assert np.all(kl_to_posterior > 1.0)  # the test can tell a worse q from the exact one
 
 
 # --------------------------------------------------------------------------- #
@@ -413,90 +394,63 @@ def test_worse_q_elbo_is_log_marginal_minus_kl_to_posterior(model, transform, kl
 # --------------------------------------------------------------------------- #
 
 
-@TRANSFORMS
-def test_iwae_does_not_depend_on_chunk_size(model, transform):
-    # Reference: chunk_size=None (default, one chunk of min(K, 100) = 50). 50 % 7 != 0 and
-    # chunk_size 100 > K exercise the padded last chunk.
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
+def test_iwae_value_and_gradient_do_not_depend_on_chunk_size(model):
+    # Reference: chunk_size=None (default: one chunk of min(K, 100) = K = 50). 50 % 7 != 0 and
+    # chunk_size 100 > K exercise the padded last chunk, which must leak neither weight nor
+    # NaN (through its -inf padding) into the value or the gradient.
+    mean, log_var = model.q(**WORSE_Q)
     key = jax.random.key(20)
-    results = {
-        chunk_size: call(
-            transform, iwae_bound, key, mean, log_var,
-            log_likelihood_fn=model.log_likelihood_fn, num_samples=50, chunk_size=chunk_size,
-        )  # fmt: skip
-        for chunk_size in (None, 1, 7, 50, 100)
-    }
-    for chunk_size, value in results.items():
-        assert value.shape == (4,) and value.dtype == DTYPE
-        assert_close(value, results[None], REFERENCE_RTOL)
 
+    def bound(chunk_size, m=mean, lv=log_var):
+        return iwae_bound(
+            key, m, lv, model.log_likelihood_fn, num_samples=50, chunk_size=chunk_size
+        )
 
-@TRANSFORMS
-def test_iwae_gradient_does_not_depend_on_chunk_size(model, transform):
-    # Reference: the gradient with one chunk; the padded chunks (7 does not divide 50) must not
-    # leak NaN or weight into the gradient through the -inf padding.
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
-    key = jax.random.key(21)
+    reference = bound(None)
+    assert reference.shape == (4,) and reference.dtype == DTYPE
+    for chunk_size in (1, 7, 50, 100):
+        assert_close(bound(chunk_size), reference, REFERENCE_RTOL)
 
     def gradient(chunk_size):
-        def objective(m, lv):
-            bound = iwae_bound(
-                key, m, lv, model.log_likelihood_fn, num_samples=50, chunk_size=chunk_size
-            )
-            return jnp.sum(bound)
+        return jax.grad(lambda m, lv: jnp.sum(bound(chunk_size, m, lv)), argnums=(0, 1))(
+            mean, log_var
+        )
 
-        grad = jax.grad(objective, argnums=(0, 1))
-        return (jax.jit(grad) if transform == "jit" else grad)(mean, log_var)
-
-    reference = gradient(50)
-    for chunk_size in (1, 7, 100):
-        got = gradient(chunk_size)
-        for got_part, reference_part in zip(got, reference, strict=True):
-            assert np.all(np.isfinite(got_part)), chunk_size
-            assert_close(got_part, reference_part, 1e-4)
+    for got, expected in zip(gradient(7), gradient(None), strict=True):
+        assert np.all(np.isfinite(got))
+        assert_close(got, expected, 1e-4)
 
 
-@TRANSFORMS
-def test_iwae_with_one_sample_is_the_monte_carlo_elbo(model, transform):
+def test_iwae_with_one_sample_is_the_monte_carlo_elbo(model):
     # Reference: the library's own ELBO with kl="monte_carlo" and L = 1: the same fold_in(key, 0)
-    # draw, so log w_0 = log p(x|z) - (log q - log p).
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
-    for seed in range(3):
-        key = jax.random.key(30 + seed)
-        bound = call(
-            transform, iwae_bound, key, mean, log_var,
-            log_likelihood_fn=model.log_likelihood_fn, num_samples=1,
-        )  # fmt: skip
-        terms = call(
-            transform, elbo, key, mean, log_var, log_likelihood_fn=model.log_likelihood_fn,
-            num_samples=1, kl="monte_carlo",
-        )  # fmt: skip
-        assert_close(bound, terms.elbo, IDENTITY_RTOL)
+    # draw, so log w_0 = log p(x|z) - (log q(z) - log p(z)).
+    mean, log_var = model.q(**WORSE_Q)
+    key = jax.random.key(30)
+    bound = iwae_bound(key, mean, log_var, model.log_likelihood_fn, num_samples=1)
+    terms = elbo(key, mean, log_var, model.log_likelihood_fn, num_samples=1, kl="monte_carlo")
+    assert_close(bound, terms.elbo, IDENTITY_RTOL)
 
 
-@TRANSFORMS
-@pytest.mark.parametrize("chunk_size", [None, 7])
-def test_iwae_is_log_mean_exp_of_log_weights_and_above_their_mean(model, transform, chunk_size):
+def test_iwae_is_log_mean_exp_of_log_weights_and_above_their_mean(model):
     # Reference: Burda et al. eq. 8 evaluated in numpy float64: log-weights from scipy.stats.norm
     # at the K samples of reparameterize(..., num_samples=K) (the same fold_in draws), reduced
     # with scipy.special.logsumexp; Jensen: log mean exp(w) >= mean(w).
     num_samples = 50
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
+    mean, log_var = model.q(**WORSE_Q)
     key = jax.random.key(40)
-    bound = call(
-        transform, iwae_bound, key, mean, log_var, log_likelihood_fn=model.log_likelihood_fn,
-        num_samples=num_samples, chunk_size=chunk_size,
-    )  # fmt: skip
+    bound = iwae_bound(
+        key, mean, log_var, model.log_likelihood_fn, num_samples=num_samples, chunk_size=7
+    )
     z = reparameterize(key, mean, log_var, num_samples=num_samples)
     log_weights = numpy_log_weights(model, z, mean, log_var)  # [K, B]
     expected = special.logsumexp(log_weights, axis=0) - math.log(num_samples)
     assert_close(bound, expected, REFERENCE_RTOL)
-    assert np.all(np.asarray(bound) > log_weights.mean(0) + 1e-3), (bound, log_weights.mean(0))
+    assert np.all(np.asarray(bound) > log_weights.mean(0) + 0.1), (bound, log_weights.mean(0))
 
 
 def test_iwae_many_samples_bernoulli_decoder_runs_chunked():
-    # Reference: memory of a full vmap over K = 5000 samples of [B, D] = [4, 784] float32 logits
-    # (62.7 MB); with chunks of 100 the compiled temporaries must be a small fraction of it.
+    # Reference: the memory of a full vmap over K = 5000 samples of [B, D] = [4, 784] float32
+    # logits (62.7 MB); in chunks of 100 the compiled temporaries must be a small fraction of it.
     # Burda et al. theorem 1: IWAE_5000 >= ELBO (= E[IWAE_1]) in expectation.
     batch, data_dim, latent_dim, num_samples = 4, 784, 8, 5000
     rng = np.random.default_rng(50)
@@ -509,23 +463,21 @@ def test_iwae_many_samples_bernoulli_decoder_runs_chunked():
         logits = z @ weight.T
         return jnp.sum(x * jax.nn.log_sigmoid(logits) + (1 - x) * jax.nn.log_sigmoid(-logits), -1)
 
-    bound_fn = jax.jit(
-        lambda key, m, lv: iwae_bound(
-            key, m, lv, log_likelihood_fn, num_samples=num_samples, chunk_size=100
+    def bound_fn(key, num_samples, chunk_size):
+        return iwae_bound(
+            key, mean, log_var, log_likelihood_fn, num_samples=num_samples, chunk_size=chunk_size
         )
-    )
+
     key = jax.random.key(51)
-    memory = bound_fn.lower(key, mean, log_var).compile().memory_analysis()
-    full_bytes = num_samples * batch * data_dim * 4
+    large = jax.jit(functools.partial(bound_fn, num_samples=num_samples, chunk_size=100))
+    memory = large.lower(key).compile().memory_analysis()
     if memory is not None:
-        assert memory.temp_size_in_bytes < full_bytes / 10, memory
-    bound = np.asarray(bound_fn(key, mean, log_var))
+        assert memory.temp_size_in_bytes < num_samples * batch * data_dim * 4 / 10, memory
+    bound = np.asarray(large(key))
     assert bound.shape == (batch,) and np.all(np.isfinite(bound))
 
     keys = jax.random.split(jax.random.key(52), 200)
-    single = jax.jit(
-        jax.vmap(lambda k: iwae_bound(k, mean, log_var, log_likelihood_fn, num_samples=1))
-    )(keys)
+    single = jax.vmap(functools.partial(bound_fn, num_samples=1, chunk_size=None))(keys)
     assert bound.mean() > float(jnp.mean(single)), (bound, jnp.mean(single, axis=0))
 
 
@@ -534,47 +486,42 @@ def test_iwae_many_samples_bernoulli_decoder_runs_chunked():
 # --------------------------------------------------------------------------- #
 
 
-@TRANSFORMS
 @pytest.mark.parametrize("kl", ["analytic", "monte_carlo"])
-def test_elbo_equals_python_loop_over_fold_in_samples(model, transform, kl):
+def test_elbo_equals_python_loop_over_fold_in_samples(model, kl):
     # Reference: a Python loop over l of log p(x | mean + std * normal(fold_in(key, l))),
-    # averaged; the KL term likewise (monte_carlo) or the closed form (analytic).
-    num_samples = 6
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
+    # averaged; the KL likewise from log-densities written out here (monte_carlo), or the
+    # closed form of AEVB appendix B (analytic).
+    mean, log_var = model.q(**WORSE_Q)
     key = jax.random.key(60)
     fn = model.log_likelihood_fn
-    terms = call(
-        transform, elbo, key, mean, log_var, log_likelihood_fn=fn, num_samples=num_samples, kl=kl
-    )
+    terms = elbo(key, mean, log_var, fn, num_samples=SMALL_L, kl=kl)
     std = jnp.exp(0.5 * log_var)
     recon, kl_samples = [], []
-    for sample in range(num_samples):
+    for sample in range(SMALL_L):
         eps = jax.random.normal(jax.random.fold_in(key, sample), mean.shape, DTYPE)
         z = mean + std * eps
         recon.append(fn(z))
         log_q = jnp.sum(-0.5 * math.log(2 * math.pi) - 0.5 * log_var - 0.5 * eps**2, -1)
         log_prior = jnp.sum(-0.5 * math.log(2 * math.pi) - 0.5 * z**2, -1)
         kl_samples.append(log_q - log_prior)
-    expected_recon = sum(recon) / num_samples
+    expected_recon = sum(recon) / SMALL_L
     if kl == "analytic":
         expected_kl = 0.5 * jnp.sum(mean**2 + jnp.exp(log_var) - 1.0 - log_var, -1)
     else:
-        expected_kl = sum(kl_samples) / num_samples
+        expected_kl = sum(kl_samples) / SMALL_L
     assert_close(terms.recon, expected_recon, IDENTITY_RTOL)
     assert_close(terms.kl, expected_kl, 10 * IDENTITY_RTOL)
     assert_close(terms.elbo, expected_recon - expected_kl, IDENTITY_RTOL)
 
 
-@TRANSFORMS
 @pytest.mark.parametrize("kl", ["analytic", "monte_carlo"])
-def test_elbo_terms_identity_and_loss(model, transform, kl):
-    # Reference: ElboTerms' documented identities, elbo = recon - kl and
-    # loss(beta) = -mean_b(recon - beta * kl).
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
-    terms = call(
-        transform, elbo, jax.random.key(61), mean, log_var,
-        log_likelihood_fn=model.log_likelihood_fn, num_samples=3, kl=kl,
-    )  # fmt: skip
+def test_elbo_terms_identity_and_loss(model, kl):
+    # Reference: ElboTerms' documented identities, elbo = recon - kl (exactly, eagerly) and
+    # loss(beta) = -mean_b(recon - beta * kl), written out in numpy.
+    mean, log_var = model.q(**WORSE_Q)
+    terms = elbo(
+        jax.random.key(61), mean, log_var, model.log_likelihood_fn, num_samples=SMALL_L, kl=kl
+    )
     assert isinstance(terms, ElboTerms)
     for field in (terms.elbo, terms.recon, terms.kl):
         assert field.shape == (4,) and field.dtype == DTYPE
@@ -582,53 +529,47 @@ def test_elbo_terms_identity_and_loss(model, transform, kl):
     recon, kl_value = np.asarray(terms.recon, np.float64), np.asarray(terms.kl, np.float64)
     for beta in (0.0, 1.0, 0.25, 4.0):
         assert_close(terms.loss(beta), -np.mean(recon - beta * kl_value), IDENTITY_RTOL)
-    assert_close(terms.loss(), -np.mean(recon - kl_value), IDENTITY_RTOL)
     assert_close(terms.loss(), -np.mean(np.asarray(terms.elbo, np.float64)), IDENTITY_RTOL)
-    loss_fn = jax.jit(lambda t, beta: t.loss(beta))
-    assert_close(loss_fn(terms, 0.25), -np.mean(recon - 0.25 * kl_value), IDENTITY_RTOL)
+    # beta as a traced argument (a beta sweep is a vmapped axis too).
+    betas = np.array([0.0, 0.5, 2.0], DTYPE)
+    swept = jax.jit(jax.vmap(lambda beta: terms.loss(beta)))(betas)
+    assert_close(swept, [-np.mean(recon - b * kl_value) for b in betas], IDENTITY_RTOL)
 
 
-@TRANSFORMS
-def test_analytic_kl_is_kl_standard_normal_and_the_closed_form(model, transform):
-    # Reference: vaejax.kl.kl_standard_normal (exactly the same number) and AEVB appendix B,
+def test_analytic_kl_is_kl_standard_normal_and_the_closed_form(model):
+    # Reference: vaejax.kl.kl_standard_normal (the same number) and AEVB appendix B,
     # -1/2 sum(1 + log s^2 - mu^2 - s^2), in numpy float64.
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
-    terms = call(
-        transform, elbo, jax.random.key(62), mean, log_var,
-        log_likelihood_fn=model.log_likelihood_fn, kl="analytic",
-    )  # fmt: skip
+    mean, log_var = model.q(**WORSE_Q)
+    terms = elbo(jax.random.key(62), mean, log_var, model.log_likelihood_fn, kl="analytic")
     np.testing.assert_allclose(terms.kl, kl_standard_normal(mean, log_var), rtol=IDENTITY_RTOL)
     m64, lv64 = mean.astype(np.float64), log_var.astype(np.float64)
     expected = -0.5 * np.sum(1 + lv64 - m64**2 - np.exp(lv64), -1)
     assert_close(terms.kl, expected, REFERENCE_RTOL)
 
 
-@TRANSFORMS
-def test_monte_carlo_kl_is_unbiased(model, transform):
+def test_monte_carlo_kl_is_unbiased(model):
     # Reference: the closed form of AEVB appendix B in numpy; the Monte-Carlo KL (AEVB eq. 6)
     # must agree within 5 SE, the SE from scipy.stats.norm log-densities at the same draws.
-    num_samples = 20_000
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
+    mean, log_var = model.q(**WORSE_Q)
     mean = mean * 3.0  # a KL well away from zero
     key = jax.random.key(63)
-    terms = call(
-        transform, elbo, key, mean, log_var, log_likelihood_fn=model.log_likelihood_fn,
-        num_samples=num_samples, kl="monte_carlo",
-    )  # fmt: skip
+    terms = elbo(
+        key, mean, log_var, model.log_likelihood_fn, num_samples=NUM_MC, kl="monte_carlo"
+    )
     m64, lv64 = mean.astype(np.float64), log_var.astype(np.float64)
     expected = -0.5 * np.sum(1 + lv64 - m64**2 - np.exp(lv64), -1)
-    z = np.asarray(reparameterize(key, mean, log_var, num_samples=num_samples), np.float64)
+    z = np.asarray(reparameterize(key, mean, log_var, num_samples=NUM_MC), np.float64)
     per_sample = (stats.norm.logpdf(z, m64, np.exp(0.5 * lv64)) - stats.norm.logpdf(z)).sum(-1)
-    standard_error = per_sample.std(0, ddof=1) / math.sqrt(num_samples)
+    standard_error = per_sample.std(0, ddof=1) / math.sqrt(NUM_MC)
     assert_within_standard_errors(terms.kl, expected, standard_error, "monte-carlo kl")
     assert_close(terms.kl, per_sample.mean(0), REFERENCE_RTOL)
 
 
-@TRANSFORMS
+@pytest.mark.parametrize("transform", ["eager", "jit"])
 def test_elbo_vmapped_over_sigma_equals_loop(model, transform):
     # Reference: a Python loop over sigma of the same call (DESIGN.md: the sigma grid is a
     # vmapped axis). The decoder is vaejax.likelihoods.gaussian_log_likelihood with traced sigma.
-    mean, log_var = model.q(mean_shift=0.5, var_scale=2.0)
+    mean, log_var = model.q(**WORSE_Q)
     key = jax.random.key(64)
     x = jnp.asarray(model.x)
     sigmas = np.array([0.05, 0.3, 1.0, 4.0], DTYPE)
@@ -638,19 +579,68 @@ def test_elbo_vmapped_over_sigma_equals_loop(model, transform):
             decoded = jnp.matmul(z, model.weight.T, precision="highest") + model.bias
             return gaussian_log_likelihood(x, decoded, sigma)
 
-        return elbo(key, mean, log_var, log_likelihood_fn, num_samples=4)
+        return elbo(key, mean, log_var, log_likelihood_fn, num_samples=SMALL_L)
 
     vmapped = jax.vmap(elbo_at_sigma)
-    vmapped = jax.jit(vmapped) if transform == "jit" else vmapped
-    grid = vmapped(sigmas)
+    grid = (jax.jit(vmapped) if transform == "jit" else vmapped)(sigmas)
     assert grid.elbo.shape == (4, 4)
     for index, sigma in enumerate(sigmas):
         single = elbo_at_sigma(sigma)
         assert_close(grid.elbo[index], single.elbo, IDENTITY_RTOL)
         assert_close(grid.recon[index], single.recon, IDENTITY_RTOL)
-        np.testing.assert_array_equal(grid.kl[index], single.kl)
-    # The grid is not degenerate: a smaller sigma penalises the same residuals more.
+        assert_close(grid.kl[index], single.kl, IDENTITY_RTOL)
+    # The grid is not degenerate: each sigma gives a different reconstruction term.
     assert np.all(np.diff(np.asarray(grid.recon[:, 0])) != 0)
+
+
+# --------------------------------------------------------------------------- #
+# 5. Under jit
+# --------------------------------------------------------------------------- #
+
+
+def test_call_sites_under_jit_match_eager(model):
+    # Reference: the eager calls, which the tests above check against their references. Static
+    # options (num_samples, chunk_size, kl, the likelihood) are closed over with partial.
+    mean, log_var = model.q(**WORSE_Q)
+    fn = model.log_likelihood_fn
+    key = jax.random.key(70)
+
+    def elbo_gradient(m, lv):
+        return jax.grad(
+            lambda m, lv: elbo(key, m, lv, fn, num_samples=SMALL_L, kl="monte_carlo").loss(0.5),
+            argnums=(0, 1),
+        )(m, lv)
+
+    def iwae_gradient(m, lv):
+        return jax.grad(
+            lambda m, lv: jnp.sum(iwae_bound(key, m, lv, fn, num_samples=50, chunk_size=7)),
+            argnums=(0, 1),
+        )(m, lv)
+
+    call_sites = {
+        "reparameterize": functools.partial(reparameterize, key),
+        "reparameterize L": functools.partial(reparameterize, key, num_samples=SMALL_L),
+        "elbo analytic": functools.partial(elbo, key, log_likelihood_fn=fn, num_samples=SMALL_L),
+        "elbo monte_carlo": functools.partial(
+            elbo, key, log_likelihood_fn=fn, num_samples=SMALL_L, kl="monte_carlo"
+        ),
+        "iwae chunked": functools.partial(
+            iwae_bound, key, log_likelihood_fn=fn, num_samples=50, chunk_size=7
+        ),
+        "elbo gradient": elbo_gradient,
+        "iwae gradient": iwae_gradient,
+    }
+    for name, call_site in call_sites.items():
+        eager = jax.tree.leaves(call_site(mean, log_var))
+        jitted = jax.tree.leaves(jax.jit(call_site)(mean, log_var))
+        assert len(eager) == len(jitted), name
+        for eager_leaf, jitted_leaf in zip(eager, jitted, strict=True):
+            assert jitted_leaf.shape == eager_leaf.shape and jitted_leaf.dtype == DTYPE, name
+            assert np.all(np.isfinite(jitted_leaf)), name
+            assert_close(jitted_leaf, eager_leaf, 1e-5)
+
+    terms = jax.jit(call_sites["elbo monte_carlo"])(mean, log_var)
+    assert_close(terms.elbo, terms.recon - terms.kl, IDENTITY_RTOL)
 
 
 # --------------------------------------------------------------------------- #

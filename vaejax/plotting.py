@@ -78,3 +78,31 @@ def gradient_equivalence_figure(
         fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def image_rows_figure(images: np.ndarray, image_shape: tuple[int, int], row_labels, *,
+                      title: str = "", max_rows: int = 17):
+    """A grid of images: one row per entry of ``images`` [R, N, D], labelled on the left.
+
+    Args:
+      images: [R, N, D] values in [0, 1] (clipped for display).
+      image_shape: (H, W) with H * W = D.
+      row_labels: R strings.
+      title: figure title.
+      max_rows: rows beyond this are dropped (large populations).
+    """
+    images = np.clip(np.asarray(images, dtype=np.float64)[:max_rows], 0.0, 1.0)
+    rows, cols = images.shape[:2]
+    height, width = image_shape
+    fig, axes = plt.subplots(rows, 1, figsize=(cols * 0.55 + 1.8, rows * 0.62 + 0.5),
+                             squeeze=False)
+    for r in range(rows):
+        strip = images[r].reshape(cols, height, width).transpose(1, 0, 2).reshape(height, -1)
+        ax = axes[r, 0]
+        ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(row_labels[r], rotation=0, ha="right", va="center", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return fig
