@@ -18,7 +18,8 @@ from ml_collections import config_dict
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     # Data.
-    config.dataset = "digits"  # digits | mnist | fashion_mnist | binarized_mnist | frey_face | synthetic
+    # digits | mnist | fashion_mnist | binarized_mnist | frey_face | synthetic
+    config.dataset = "digits"
     config.data_dir = config_dict.placeholder(str)  # TFDS data_dir
     config.data_path = config_dict.placeholder(str)  # frey_rawface.mat
     config.binarize = config_dict.placeholder(str)  # None | static | threshold | dynamic
