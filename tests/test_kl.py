@@ -80,9 +80,7 @@ def test_kl_standard_normal_agrees_with_monte_carlo():
     exact = np.asarray(kl_standard_normal(mean, log_var))
     num_samples = 20_000
     # Reference 1: the library's own Monte-Carlo estimator, within 5 of its standard errors.
-    estimate, std_error = kl_monte_carlo(
-        jax.random.key(0), mean, log_var, num_samples=num_samples
-    )
+    estimate, std_error = kl_monte_carlo(jax.random.key(0), mean, log_var, num_samples=num_samples)
     assert estimate.shape == std_error.shape == (3,)
     assert np.all(np.asarray(std_error) > 0)
     assert np.all(np.abs(np.asarray(estimate) - exact) < MC_STANDARD_ERRORS * std_error)
