@@ -9,6 +9,7 @@ with L samples and the IWAE bound with K = L samples see the same draws.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Literal
 
@@ -40,7 +41,7 @@ class ElboTerms:
 
 
 def _check_num_samples(name: str, value: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
         raise ValueError(f"`{name}` must be an int >= 1, got {value!r}.")
 
 
@@ -78,7 +79,7 @@ def reparameterize(
         eps = jax.random.normal(key, mean.shape, mean.dtype)
     else:
         _check_num_samples("num_samples", num_samples)
-        eps = _standard_normal_draws(key, jnp.arange(num_samples), mean.shape, mean.dtype)
+        eps = _standard_normal_draws(key, jnp.arange(int(num_samples)), mean.shape, mean.dtype)
     return mean + jnp.exp(0.5 * log_var) * eps
 
 
@@ -162,7 +163,7 @@ def iwae_bound(
     _check_num_samples("num_samples", num_samples)
     chunk_size = min(num_samples, 100) if chunk_size is None else chunk_size
     _check_num_samples("chunk_size", chunk_size)
-    chunk_size = min(chunk_size, num_samples)
+    num_samples, chunk_size = int(num_samples), min(int(chunk_size), int(num_samples))
     mean = _as_float_array("posterior_mean", posterior_mean)
     log_var = _as_float_array("posterior_log_var", posterior_log_var)
     _check_same_shape("posterior_mean", mean, "posterior_log_var", log_var)
@@ -179,16 +180,21 @@ def iwae_bound(
         # Padding samples of the last chunk (index >= K) get weight zero.
         return jnp.where((indices < num_samples)[:, None], log_w, -jnp.inf)
 
+    def finite_or_zero(value):
+        # While every weight so far is zero the max is -inf: shift by 0 then (not -inf - -inf).
+        return jnp.where(jnp.isfinite(value), value, 0.0)
+
     def step(carry, chunk_index):
-        running_max, running_sum = carry
+        running_max, running_sum = carry  # running_sum is relative to finite_or_zero(max)
         log_w = log_weights(chunk_index * chunk_size + jnp.arange(chunk_size))
         new_max = jnp.maximum(running_max, jnp.max(log_w, axis=0))
-        running_sum = running_sum * jnp.exp(running_max - new_max) + jnp.sum(
-            jnp.exp(log_w - new_max), axis=0
-        )
+        shift = finite_or_zero(new_max)
+        # Nothing accumulated yet (max -inf, sum 0): rescale by 0, never by exp(+large).
+        rescale = jnp.where(jnp.isfinite(running_max), jnp.exp(running_max - shift), 0.0)
+        running_sum = running_sum * rescale + jnp.sum(jnp.exp(log_w - shift), axis=0)
         return (new_max, running_sum), None
 
     batch_shape = mean.shape[:-1]
     init = (jnp.full(batch_shape, -jnp.inf, mean.dtype), jnp.zeros(batch_shape, mean.dtype))
     (log_max, total), _ = jax.lax.scan(step, init, jnp.arange(num_chunks))
-    return log_max + jnp.log(total) - jnp.log(num_samples)
+    return finite_or_zero(log_max) + jnp.log(total) - jnp.log(num_samples)

@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 
 from vaejax.likelihoods import (
     _as_float_array,
+    _check_broadcastable,
     _check_event_ndims,
     _check_same_shape,
     _event_sum,
@@ -68,9 +69,11 @@ def kl_diagonal_gaussians(
     """
     mean_q = _as_float_array("mean_q", mean_q)
     log_var_q = _as_float_array("log_var_q", log_var_q)
-    mean_p = _as_float_array("mean_p", mean_p)
-    log_var_p = _as_float_array("log_var_p", log_var_p)
+    mean_p = _as_float_array("mean_p", mean_p, parameter=True)
+    log_var_p = _as_float_array("log_var_p", log_var_p, parameter=True)
     _check_same_shape("mean_q", mean_q, "log_var_q", log_var_q)
+    _check_broadcastable("mean_p", mean_p, "mean_q", mean_q)
+    _check_broadcastable("log_var_p", log_var_p, "mean_q", mean_q)
     _check_event_ndims(event_ndims, mean_q)
     log_ratio = log_var_q - log_var_p
     elementwise = 0.5 * (
@@ -94,8 +97,11 @@ def diagonal_gaussian_log_density(
       [...] log-density per example.
     """
     z = _as_float_array("z", z)
-    mean = jnp.broadcast_to(_as_float_array("mean", mean), z.shape)
-    log_var = _as_float_array("log_var", log_var)
+    mean = _as_float_array("mean", mean, parameter=True)
+    log_var = _as_float_array("log_var", log_var, parameter=True)
+    _check_broadcastable("mean", mean, "z", z)
+    _check_broadcastable("log_var", log_var, "z", z)
+    mean = jnp.broadcast_to(mean, z.shape)
     return gaussian_log_likelihood_from_log_sigma(
         z, mean, 0.5 * log_var, event_ndims=event_ndims
     )
@@ -126,6 +132,7 @@ def kl_monte_carlo(
     mean = _as_float_array("mean", mean)
     log_var = _as_float_array("log_var", log_var)
     _check_same_shape("mean", mean, "log_var", log_var)
+    _check_event_ndims(event_ndims, mean)
     eps = jax.random.normal(key, (num_samples, *mean.shape), mean.dtype)
     z = mean + jnp.exp(0.5 * log_var) * eps
     log_q = diagonal_gaussian_log_density(z, mean, log_var, event_ndims=event_ndims)

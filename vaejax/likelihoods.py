@@ -32,9 +32,15 @@ from jax.typing import ArrayLike
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _LOG_2 = math.log(2.0)
-# Below this |logit| the continuous-Bernoulli normaliser uses its Taylor series:
-# the closed form cancels catastrophically near lambda = 1/2 (logit = 0).
-_CB_TAYLOR_CUTOFF = 0.5
+# Below this |logit| the continuous-Bernoulli normaliser and mean use their Taylor series:
+# the closed forms cancel catastrophically near lambda = 1/2 (logit = 0). The series are
+# truncated at l^8 (normaliser) and l^5 (mean): 0.5 keeps float32 exact, float64 needs a
+# smaller cutoff where the truncation error stays below its eps.
+_CB_TAYLOR_CUTOFF = {4: 0.5, 8: 0.02}
+
+
+def _cb_cutoff(dtype) -> float:
+    return _CB_TAYLOR_CUTOFF.get(jnp.dtype(dtype).itemsize, 0.5)
 
 
 # --------------------------------------------------------------------------- #
@@ -46,10 +52,16 @@ def _is_concrete(value: ArrayLike) -> bool:
     return not isinstance(value, jax.core.Tracer)
 
 
-def _as_float_array(name: str, value: ArrayLike) -> jax.Array:
-    """Converts to a jax array and rejects integer, boolean and complex data."""
+def _as_float_array(name: str, value: ArrayLike, *, parameter: bool = False) -> jax.Array:
+    """Converts to a jax array and rejects integer, boolean and complex data.
+
+    With ``parameter=True`` a plain Python int (``sigma=1``) is accepted as a float; data
+    arrays must already be floating point (integer pixels are a scaling bug waiting).
+    """
     if isinstance(value, bool):
         raise ValueError(f"`{name}` must be a floating-point array, got a bool.")
+    if parameter and isinstance(value, int):
+        value = float(value)
     array = jnp.asarray(value)
     if not jnp.issubdtype(array.dtype, jnp.floating):
         raise ValueError(
@@ -167,14 +179,15 @@ def gaussian_log_likelihood(
     """
     x = _as_float_array("x", x)
     mean = _as_float_array("mean", mean)
-    sigma = _as_float_array("sigma", sigma)
+    sigma = _as_float_array("sigma", sigma, parameter=True)
     _check_same_shape("x", x, "mean", mean)
     _check_broadcastable("sigma", sigma, "x", x)
     _check_event_ndims(event_ndims, x)
     _check_finite("x", x)
     _check_positive_finite("sigma", sigma)
     # Under jit a non-positive sigma cannot raise: make it NaN instead of a number.
-    log_sigma = jnp.where(sigma > 0, jnp.log(jnp.where(sigma > 0, sigma, 1.0)), jnp.nan)
+    valid = (sigma > 0) & jnp.isfinite(sigma)
+    log_sigma = jnp.where(valid, jnp.log(jnp.where(valid, sigma, 1.0)), jnp.nan)
     log_sigma = jnp.broadcast_to(log_sigma, x.shape)
     return _event_sum(_gaussian_elementwise(x, mean, log_sigma), event_ndims)
 
@@ -199,7 +212,7 @@ def gaussian_log_likelihood_from_log_sigma(
     """
     x = _as_float_array("x", x)
     mean = _as_float_array("mean", mean)
-    log_sigma = _as_float_array("log_sigma", log_sigma)
+    log_sigma = _as_float_array("log_sigma", log_sigma, parameter=True)
     _check_same_shape("x", x, "mean", mean)
     _check_broadcastable("log_sigma", log_sigma, "x", x)
     _check_event_ndims(event_ndims, x)
@@ -328,7 +341,8 @@ def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:
     logit l is ``C = l / tanh(l / 2)`` (an even function, C(0) = 2). Evaluated as
     ``log|l| - log(-expm1(-|l|)) + softplus(-|l|)`` away from 0 and by its Taylor
     series ``log 2 + l^2/12 - 7 l^4/1440 + 31 l^6/90720 - 127 l^8/4838400`` for
-    |l| < 0.5, with the unused branch fed a safe value so gradients stay finite.
+    |l| < 0.5 (float32; 0.02 in float64), with the unused branch fed a safe value so
+    gradients stay finite.
 
     Args:
       logits: [...] logits of lambda.
@@ -342,7 +356,7 @@ def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:
     """
     logits = _as_float_array("logits", logits)
     abs_l = jnp.abs(logits)
-    small = abs_l < _CB_TAYLOR_CUTOFF
+    small = abs_l < _cb_cutoff(logits.dtype)
     # Double-where: the closed form would give 0/0 (NaN gradient) at l = 0.
     safe_l = jnp.where(small, 1.0, abs_l)
     # -expm1(-l) = 1 - e^{-l}, softplus(-l) = log(1 + e^{-l}): log tanh(l/2) without cancellation.
@@ -394,7 +408,7 @@ def continuous_bernoulli_mean(logits: ArrayLike) -> jax.Array:
       [...] mean in [0, 1].
     """
     logits = _as_float_array("logits", logits)
-    small = jnp.abs(logits) < _CB_TAYLOR_CUTOFF
+    small = jnp.abs(logits) < _cb_cutoff(logits.dtype)
     safe_l = jnp.where(small, 1.0, logits)
     # 1/(1 - e^{-l}) written so that neither branch overflows for |l| up to float max.
     pos = jnp.where(safe_l > 0, safe_l, 1.0)
@@ -498,8 +512,10 @@ def beta_from_sigma(
     Returns:
       [...] beta.
     """
-    sigma = _as_float_array("sigma", sigma)
+    sigma = _as_float_array("sigma", sigma, parameter=True)
     _check_positive_finite("sigma", sigma)
+    # beta * KL must carry the same 1/(2 sigma^2) scale as the loss: SSE/(2 sigma^2) =
+    # (SSE/2)/sigma^2 = MSE * D/(2 sigma^2), so beta = 2 sigma^2 / divisor.
     return 2.0 * jnp.square(sigma) / _convention_divisor(convention, num_dims)
 
 
@@ -516,7 +532,7 @@ def sigma_from_beta(
     Returns:
       [...] sigma.
     """
-    beta = _as_float_array("beta", beta)
+    beta = _as_float_array("beta", beta, parameter=True)
     _check_positive_finite("beta", beta)
     return jnp.sqrt(beta * _convention_divisor(convention, num_dims) / 2.0)
 
@@ -529,7 +545,7 @@ def _convention_divisor(convention: str, num_dims: int | None) -> float:
     if convention == "mse":
         if num_dims is None or num_dims < 1:
             raise ValueError("`num_dims` (D >= 1) is required for the 'mse' convention.")
-        return 1.0 / num_dims
+        return float(num_dims)
     raise ValueError(f"`convention` must be 'sse', 'sse_half' or 'mse', got {convention!r}.")
 
 

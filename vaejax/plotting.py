@@ -97,7 +97,9 @@ def image_rows_figure(images: np.ndarray, image_shape: tuple[int, int], row_labe
     fig, axes = plt.subplots(rows, 1, figsize=(cols * 0.55 + 1.8, rows * 0.62 + 0.5),
                              squeeze=False)
     for r in range(rows):
-        strip = images[r].reshape(cols, height, width).transpose(1, 0, 2).reshape(height, -1)
+        tiles = images[r].reshape(cols, height, width)
+        tiles = np.pad(tiles, ((0, 0), (0, 0), (0, 1)), constant_values=1.0)  # white gaps
+        strip = tiles.transpose(1, 0, 2).reshape(height, -1)[:, :-1]
         ax = axes[r, 0]
         ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])

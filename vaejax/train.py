@@ -317,6 +317,8 @@ def validate_config(config: ml_collections.ConfigDict, dataset) -> None:
         value = config[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"config `{key}` must be an int >= 1, got {value!r}.")
+    if not config.weight_decay >= 0:
+        raise ValueError(f"config `weight_decay` must be >= 0, got {config.weight_decay!r}.")
     if config.eval_iwae_samples < 0 or config.eval_iwae_chunk < 1:
         raise ValueError("config `eval_iwae_samples` must be >= 0 and `eval_iwae_chunk` >= 1.")
     if config.batch_size > dataset.train.shape[0]:
@@ -381,6 +383,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     from vaejax import io as io_lib
 
     workdir = io_lib.prepare_workdir(workdir)
+    if config.dataset not in data_lib.DATASETS:
+        raise ValueError(f"config `dataset`={config.dataset!r} is unknown; expected one of "
+                         f"{', '.join(data_lib.DATASETS)}.")
     dataset = _load_data(config)
     validate_config(config, dataset)
     _check_resume_config(workdir, config)
@@ -440,12 +445,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
             bad = first_non_finite(step_metrics)
             if bad is not None:
                 step, member, term = bad
+                kept = manager.latest_step()
+                kept = (f"the last good checkpoint (epoch {kept}) is kept" if kept is not None
+                        else "no checkpoint had been written yet")
                 raise NonFiniteLossError(
                     f"non-finite loss at step {epoch * steps_per_epoch + step + 1} (epoch "
                     f"{epoch + 1}), member {member} (sigma={hyper_host.sigma[member]:g}, "
                     f"beta={hyper_host.beta[member]:g}, lr={hyper_host.learning_rate[member]:g}):"
                     f" term '{term}' is {getattr(step_metrics, term)[step, member]}. Training "
-                    f"stopped; the last good checkpoint (epoch {manager.latest_step()}) is kept.")
+                    f"stopped; {kept}.")
             done = epoch + 1
             rate = steps_per_epoch * size / timings[-1]
             bar.set_postfix(loss=f"{float(step_metrics.loss.mean()):.4g}",
@@ -518,7 +526,9 @@ def _write_tensorboard(writer, step, step_metrics, evals) -> None:
         prefix = f"member_{m:03d}"
         writer.add_scalar(f"{prefix}/train_loss", float(step_metrics.loss[:, m].mean()), step)
         for name in ("elbo", "recon", "kl", "iwae", "active_units"):
-            writer.add_scalar(f"{prefix}/test_{name}", float(getattr(evals, name)[m]), step)
+            value = float(getattr(evals, name)[m])
+            if math.isfinite(value):  # IWAE is NaN when disabled: nothing to plot.
+                writer.add_scalar(f"{prefix}/test_{name}", value, step)
     writer.flush()
 
 
@@ -528,9 +538,9 @@ def _write_images(trainer: Trainer, state: TrainState, dataset, workdir, hyper) 
 
     num = 16
     z = jax.random.normal(jax.random.key(trainer.config.seed + 1), (num, trainer.config.latent))
-    samples = np.asarray(trainer.decode_means(state, z))
+    samples = np.asarray(jax.jit(trainer.decode_means)(state, z))
     originals = dataset.test[:num]
-    recons = np.asarray(trainer.reconstruct(state, jnp.asarray(originals)))
+    recons = np.asarray(jax.jit(trainer.reconstruct)(state, jnp.asarray(originals)))
     labels = [f"sigma={s:.3g} beta={b:.3g}" for s, b in zip(hyper.sigma, hyper.beta, strict=True)]
     io_lib.save_figure(plotting.image_rows_figure(
         samples, dataset.image_shape, labels, title="decoder means E[x|z], z ~ N(0, I)"),
