@@ -12,31 +12,13 @@ The file is public: https://cs.nyu.edu/~roweis/data/frey_rawface.mat
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs.aevb_common import aevb_config
 
 NUM_TRAIN = 1769  # our fixed split of the 1965 faces (90 % train)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = default.get_config("smoke" if arg == "smoke" else None)
-    config.dataset = "frey_face"
-    config.likelihood = "gaussian_per_pixel"
+    config = aevb_config(arg, dataset="frey_face", likelihood="gaussian_per_pixel", hidden=200,
+                         num_train=NUM_TRAIN, num_epochs=5000, eval_every=100)
     config.sigmoid_mean = True
-    config.hidden = 200
-    config.latent = 20
-    config.init_scale = 0.01
-    config.optimizer = "adagrad"
-    config.learning_rate = 0.02
-    config.weight_decay = 1.0 / NUM_TRAIN
-    config.batch_size = 100
-    config.num_epochs = 5000
-    config.eval_every_epochs = 100
-    config.checkpoint_every_epochs = 100
-    if arg == "smoke":
-        config.hidden = 16
-        config.num_epochs = 2
-        config.eval_every_epochs = 1
-        config.checkpoint_every_epochs = 1
-    elif arg not in (None, ""):
-        config.latent = int(arg)
     return config

@@ -12,31 +12,11 @@ Paper (figure 2): Nz = 20 reaches a test lower bound of about -100 nats at 1e8 s
 
 import ml_collections
 
-from experiments.configs import default
+from experiments.configs.aevb_common import aevb_config
 
 NUM_TRAIN = 50_000  # binarized_mnist's train split, as in the paper
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = default.get_config("smoke" if arg == "smoke" else None)
-    config.dataset = "binarized_mnist"
-    config.likelihood = "bernoulli"
-    config.hidden = 500
-    config.latent = 20
-    config.init_scale = 0.01
-    config.optimizer = "adagrad"
-    config.learning_rate = 0.02
-    config.weight_decay = 1.0 / NUM_TRAIN
-    config.batch_size = 100
-    config.num_samples = 1
-    config.num_epochs = 2000
-    config.eval_every_epochs = 50
-    config.checkpoint_every_epochs = 50
-    if arg == "smoke":
-        config.hidden = 16
-        config.num_epochs = 2
-        config.eval_every_epochs = 1
-        config.checkpoint_every_epochs = 1
-    elif arg not in (None, ""):
-        config.latent = int(arg)
-    return config
+    return aevb_config(arg, dataset="binarized_mnist", likelihood="bernoulli", hidden=500,
+                         num_train=NUM_TRAIN, num_epochs=2000, eval_every=50)
