@@ -1,4 +1,4 @@
-"""Every config loads at its full and smoke sizes; the AEVB Frey Face set-up trains on a tiny .mat."""
+"""Every config loads at full and smoke size; AEVB Frey Face trains on a tiny written .mat."""
 
 import importlib
 import json
