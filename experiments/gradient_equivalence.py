@@ -106,7 +106,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
               f"{len(sigmas)} sigmas x {config.num_samples} samples, untrained VAE",
     )
     common.save_figure(fig, workdir / "gradient_equivalence")
-    summary["report"] = _report_section(summary, results)
+    part2, part2_report = run_part2(config, workdir, model, params, x, sigmas)
+    summary.update(part2)
+    common.write_json(workdir / "gradient_equivalence.json", summary)
+    summary["report"] = _report_section(summary, results) + part2_report
     return summary
 
 
@@ -146,6 +149,179 @@ def main(argv):
     summary = run(_CONFIG.value, workdir)
     print(summary.pop("report"))
     print(f"[gradient_equivalence] wrote {workdir}")
+
+
+
+# --------------------------------------------------------------------------- #
+# Part 2: the L-sample estimator, a trained decoder, and the encoder's path.
+# --------------------------------------------------------------------------- #
+
+
+def _train_params(config, model, dataset):
+    """Parameters of the same VAE trained with a fixed-sigma Gaussian decoder (one member)."""
+    from experiments.configs import default
+    from vaejax.train import Trainer, make_hyper
+
+    train_config = default.get_config()
+    train_config.update(dict(hidden=config.hidden, latent=config.latent, sigma=config.train_sigma,
+                             likelihood="gaussian_fixed", seed=config.seed, progress=False))
+    trainer = Trainer(model, train_config, dataset.num_dims)
+    hyper = make_hyper(train_config)
+    state = jax.jit(trainer.init)(hyper)
+    epoch = jax.jit(trainer.epoch, donate_argnums=(0,))
+    train = jnp.asarray(dataset.train)
+    for e in range(config.train_epochs):
+        state, _ = epoch(state, train, jnp.int32(e), hyper)
+    return jax.tree.map(lambda a: a[0], state.params)
+
+
+def _estimator_study(config, model, params_by_name, x, sigmas):
+    """Max relative error / 1-cosine of the L-sample estimator for each decoder state and L."""
+    latent = config.latent
+
+    def decode_flat(p, z):  # z [L, B, Z] -> mean [L*B, D]: the L-sample estimator's batch
+        return model.apply(p, z.reshape(-1, latent), method=VAE.decode)["mean"]
+
+    rows = []
+    key = jax.random.key(config.seed + 11)
+    for name, params in params_by_name.items():
+        mu, logvar = model.apply(params, x, method=VAE.encode)
+        for num in config.estimator_samples:
+            z = reparameterize(key, mu, logvar, num_samples=config.num_repeats * num)
+            z = z.reshape(config.num_repeats, num, *mu.shape)
+            x_tiled = jnp.tile(x, (num, 1))
+            report = _compare_gradients(decode_flat, params, z, x_tiled, sigmas)
+            rows.append([name, num, float(jnp.max(report.mse.relative_error)),
+                         float(1 - jnp.min(report.mse.cosine)),
+                         float(log_log_slope(sigmas, report.mse.ratio))])
+    return rows
+
+
+def _encoder_study(config, model, params, x, sigmas):
+    """Encoder gradients through z = mu + sigma_z * eps: recon term vs full -ELBO, vs MSE."""
+    from vaejax.kl import kl_standard_normal
+    from vaejax.likelihoods import gaussian_log_likelihood, mse
+
+    eps = jax.random.normal(jax.random.key(config.seed + 12), (x.shape[0], config.latent))
+
+    def decode_from_eps(p):
+        mu, logvar = model.apply(p, x, method=VAE.encode)
+        z = mu + jnp.exp(0.5 * logvar) * eps
+        return model.apply(p, z, method=VAE.decode)["mean"], mu, logvar
+
+    def encoder_norm(grads):
+        return jnp.sqrt(sum(jnp.sum(jnp.square(g))
+                            for g in jax.tree.leaves(grads["params"]["encoder"])))
+
+    def flat_encoder(grads):
+        return jnp.concatenate([jnp.ravel(g) for g in jax.tree.leaves(grads["params"]["encoder"])])
+
+    def mse_loss(p):
+        return jnp.mean(mse(x, decode_from_eps(p)[0]))
+
+    def losses(p, sigma):
+        mean, mu, logvar = decode_from_eps(p)
+        nll = -jnp.mean(gaussian_log_likelihood(x, mean, sigma))
+        return nll, nll + jnp.mean(kl_standard_normal(mu, logvar))
+
+    @jax.jit
+    def measure(p, sigmas):
+        g_mse = jax.grad(mse_loss)(p)
+
+        def per_sigma(sigma):
+            g_nll = jax.grad(lambda q: losses(q, sigma)[0])(p)
+            g_elbo = jax.grad(lambda q: losses(q, sigma)[1])(p)
+            factor = x.shape[-1] / (2 * sigma**2)
+            residual = flat_encoder(g_nll) - factor * flat_encoder(g_mse)
+            return (encoder_norm(g_nll) / encoder_norm(g_mse),
+                    encoder_norm(g_elbo) / encoder_norm(g_mse),
+                    jnp.linalg.norm(residual) / encoder_norm(g_nll))
+
+        return jax.vmap(per_sigma)(sigmas)
+
+    recon_ratio, elbo_ratio, recon_error = (np.asarray(a) for a in measure(params, sigmas))
+    return recon_ratio, elbo_ratio, recon_error
+
+
+def _part2_figure(sigmas, num_dims, estimator_rows, recon_ratio, elbo_ratio):
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    ax = axes[0]
+    for i, name in enumerate(sorted({row[0] for row in estimator_rows})):
+        rows = [r for r in estimator_rows if r[0] == name]
+        ax.loglog([r[1] for r in rows], [max(r[2], 1e-18) for r in rows], "o-", color=f"C{i}",
+                  label=f"{name} decoder: max relative error")
+    ax.axhline(np.finfo(np.float32).eps, color="gray", ls="--", lw=0.8, label="float32 eps")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("L (samples averaged in the estimator)")
+    ax.set_ylabel("max over sigma and repeats")
+    ax.set_title("L-sample estimator: grad(-log N) vs D/(2 sigma^2) grad(MSE)")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    ax = axes[1]
+    ax.loglog(sigmas, num_dims / (2 * sigmas**2), "-", color="black", lw=1,
+              label=r"theory $D/(2\sigma^2)$")
+    ax.loglog(sigmas, recon_ratio, "o", mfc="none", ms=4, label="reconstruction term only")
+    ax.loglog(sigmas, elbo_ratio, "s", ms=3, label="full -ELBO (recon + KL)")
+    ax.set_xlabel(r"decoder $\sigma$")
+    ax.set_ylabel(r"encoder $\|\nabla\,\cdot\| / \|\nabla \mathrm{MSE}\|$")
+    ax.set_title("encoder (reparameterised path): the KL does not scale")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def run_part2(config, workdir, model, params, x, sigmas) -> tuple[dict, str]:
+    """Estimator/trained-decoder/encoder study; returns (summary entries, report markdown)."""
+    dataset = load_dataset(config.dataset, seed=config.seed)
+    trained = _train_params(config, model, dataset)
+    sigmas32 = jnp.asarray(sigmas, jnp.float32)
+    rows = _estimator_study(config, model, {"untrained": params, "trained": trained}, x, sigmas32)
+    recon_ratio, elbo_ratio, recon_error = _encoder_study(config, model, trained, x, sigmas32)
+    num_dims = x.shape[-1]
+    common.write_csv(workdir / "gradient_estimator.csv",
+                     ["decoder", "L", "max_relative_error", "max_one_minus_cosine", "slope"], rows)
+    common.write_csv(workdir / "gradient_encoder.csv",
+                     ["sigma", "theory", "recon_ratio", "elbo_ratio", "recon_relative_error"],
+                     [[float(s), num_dims / (2 * s**2), float(a), float(b), float(c)]
+                      for s, a, b, c in zip(sigmas, recon_ratio, elbo_ratio, recon_error,
+                                            strict=True)])
+    common.save_figure(_part2_figure(sigmas, num_dims, rows, recon_ratio, elbo_ratio),
+                       workdir / "gradient_estimator_encoder")
+    deviation = np.abs(elbo_ratio / (num_dims / (2 * sigmas**2)) - 1)
+    departs = sigmas[np.argmax(deviation > 0.1)] if np.any(deviation > 0.1) else float("nan")
+    summary = {
+        "estimator_max_relative_error": max(r[2] for r in rows),
+        "estimator_max_one_minus_cosine": max(r[3] for r in rows),
+        "encoder_recon_max_relative_error": float(np.max(recon_error)),
+        "encoder_recon_slope": float(log_log_slope(sigmas, recon_ratio)),
+        "encoder_elbo_departs_at_sigma": float(departs),
+        "encoder_elbo_ratio_at_max_sigma": float(elbo_ratio[-1]),
+    }
+    table = common.markdown_table(
+        ["decoder", "L", "max relative error", "max (1 - cosine)", "slope"],
+        [[r[0], r[1], r[2], r[3], r[4]] for r in rows])
+    report = f"""
+![estimator and encoder](gradient_estimator_encoder.png)
+
+The identity holds for the **L-sample estimator** (the gradient of the mean over L latent
+samples, {config.num_repeats} independent draws each), for the untrained decoder and for one
+trained {config.train_epochs} epochs at sigma = {config.train_sigma}:
+
+{table}
+
+For the **encoder**, through z = mu + sigma_z * eps, the reconstruction term's gradient
+scales the same way (max relative error {summary['encoder_recon_max_relative_error']:.2g},
+slope {summary['encoder_recon_slope']:.6f}), but the full -ELBO's does not: the KL gradient
+does not carry the 1/(2 sigma^2) factor, so the ratio leaves the theory line by more than
+10% from sigma = {summary['encoder_elbo_departs_at_sigma']:.3g} on and flattens to
+{summary['encoder_elbo_ratio_at_max_sigma']:.3g} at sigma = {sigmas[-1]:g} (right panel).
+Rescaling the whole -ELBO by 2 sigma^2 gives SSE + 2 sigma^2 KL: that is why a fixed
+sigma acts as beta = 2 sigma^2.
+"""
+    return summary, report
 
 
 if __name__ == "__main__":

@@ -25,13 +25,22 @@ def test_main_job_smoke_writes_report(tmp_path):
     run = tmp_path / "run"
     assert (tmp_path / "latest").resolve() == run.resolve()
     for name in ("report.md", "gradient_equivalence.png", "gradient_equivalence.pdf",
-                 "gradient_equivalence.csv", "gradient_equivalence.json"):
+                 "gradient_equivalence.csv", "gradient_equivalence.json",
+                 "gradient_estimator_encoder.png", "gradient_encoder.csv"):
         assert (run / name).stat().st_size > 0, name
     summary = json.loads((run / "gradient_equivalence.json").read_text())
     assert abs(summary["slope_float32"] + 2) < 1e-3
     assert summary["mse_min_cosine_float32"] >= 1 - 1e-6
     assert summary["mse_max_relative_error_float32"] <= 1e-5
     assert summary["mse_max_relative_error_float64"] <= 1e-12
+    # The L-sample estimator, a trained decoder and the encoder path obey the same identity;
+    # the full -ELBO's encoder gradient does not (the KL does not scale with 1/sigma^2).
+    assert summary["estimator_max_relative_error"] <= 1e-5
+    assert summary["encoder_recon_max_relative_error"] <= 1e-5
+    assert abs(summary["encoder_recon_slope"] + 2) < 1e-3
+    assert summary["encoder_elbo_ratio_at_max_sigma"] > 100 * 64 / (2 * 100.0**2)
+    estimator_rows = (run / "gradient_estimator.csv").read_text().strip().splitlines()
+    assert len(estimator_rows) == 1 + 2 * 2  # header + (untrained, trained) x L in (1, 2)
     report = (run / "report.md").read_text()
     assert "![gradient ratio against sigma](gradient_equivalence.png)" in report
     rows = (run / "gradient_equivalence.csv").read_text().strip().splitlines()
