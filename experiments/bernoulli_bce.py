@@ -27,8 +27,6 @@ import numpy as np
 import scipy.integrate
 import scipy.special
 import scipy.stats
-from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments import common
 from vaejax import plotting  # sets the Agg backend; pyplot is imported after it, in functions
@@ -50,12 +48,6 @@ from vaejax.train import (
     make_model,
     validate_config,
 )
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(Path(__file__).parent / "configs" / "bernoulli_bce.py"),
-    "Experiment configuration.", lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: a new results/<run>).")
 
 _FLOAT32_EPS = float(np.finfo(np.float32).eps)
 CSV_COLUMNS = ("figure", "panel", "series", "x", "y")
@@ -741,14 +733,6 @@ exaggerates contrast. Right, measured per grey level on the test digits:
 """
 
 
-def main(argv):
-    logging.set_verbosity(logging.WARNING)
-    del argv
-    workdir = _WORKDIR.value or common.new_run_dir()
-    summary = run(_CONFIG.value, workdir)
-    print(summary.pop("report"))
-    print(f"[bernoulli_bce] wrote {workdir} in {summary['wall_seconds']:.1f} s")
-
 
 if __name__ == "__main__":
-    app.run(main)
+    common.cli_main("bernoulli_bce", run)

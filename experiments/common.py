@@ -58,3 +58,29 @@ def write_report(run_dir: Path, title: str, sections: Mapping[str, str]) -> Path
     for heading, text in sections.items():
         body += [f"## {heading}", "", text.strip(), ""]
     return atomic_write_text(run_dir / "report.md", "\n".join(body))
+
+
+def cli_main(name: str, run_fn) -> None:
+    """``python -m experiments.<name> [--config=...] [--workdir=...]``.
+
+    The absl flags are defined here, when a module runs as a script, and not at import,
+    so that ``experiments.main`` can import every experiment into one process.
+    """
+    from absl import app, flags, logging
+    from ml_collections import config_flags
+
+    config = config_flags.DEFINE_config_file(
+        "config", str(Path(__file__).parent / "configs" / f"{name}.py"),
+        "Experiment configuration.", lock_config=True)
+    workdir = flags.DEFINE_string("workdir", None,
+                                  "Output folder (default: a new results/<run>).")
+
+    def main(argv):
+        del argv
+        logging.set_verbosity(logging.WARNING)  # orbax/absl INFO chatter hides progress bars
+        out = workdir.value or new_run_dir()
+        summary = run_fn(config.value, out)
+        print(summary.pop("report"))
+        print(f"[{name}] wrote {out}")
+
+    app.run(main)

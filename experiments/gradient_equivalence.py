@@ -17,8 +17,6 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
-from ml_collections import config_flags
 
 from experiments import common
 from vaejax import plotting
@@ -26,12 +24,6 @@ from vaejax.data import load_dataset
 from vaejax.elbo import reparameterize
 from vaejax.equivalence import compare_gradients, log_log_slope
 from vaejax.models import VAE
-
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", str(Path(__file__).parent / "configs" / "gradient_equivalence.py"),
-    "Experiment configuration.", lock_config=True,
-)
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default: a new results/<run>).")
 
 # One compiled call per dtype: sigma grid and samples are vmapped axes inside.
 _compare_gradients = jax.jit(compare_gradients, static_argnames=("decode_fn", "event_ndims",
@@ -140,15 +132,6 @@ Worst case over every sigma, sample and all decoder parameters together; the per
 numbers are in `gradient_equivalence.csv`'s source arrays. Errors are float rounding:
 a few float32 ulps (eps = 1.2e-7) and a few float64 ulps (eps = 2.2e-16).
 """
-
-
-def main(argv):
-    logging.set_verbosity(logging.WARNING)  # orbax/absl INFO chatter hides the progress bar
-    del argv
-    workdir = _WORKDIR.value or common.new_run_dir()
-    summary = run(_CONFIG.value, workdir)
-    print(summary.pop("report"))
-    print(f"[gradient_equivalence] wrote {workdir}")
 
 
 
@@ -325,4 +308,4 @@ sigma acts as beta = 2 sigma^2.
 
 
 if __name__ == "__main__":
-    app.run(main)
+    common.cli_main("gradient_equivalence", run)

@@ -10,18 +10,23 @@ contributes one section to ``report.md``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 
 from tqdm import tqdm
 
-from experiments import common, gradient_equivalence
-from experiments.configs import gradient_equivalence as gradient_equivalence_config
+from experiments import common
 
-# (section title, module with run(config, workdir), config module with get_config(arg))
+# (section title, name): experiments/<name>.py has run(config, workdir) and
+# experiments/configs/<name>.py has get_config(arg).
 EXPERIMENTS = (
-    ("1. Gradient equivalence: grad(-log N) = D/(2 sigma^2) grad(MSE)",
-     gradient_equivalence, gradient_equivalence_config),
+    ("1. Gradient equivalence: grad(-log N) = D/(2 sigma^2) grad(MSE)", "gradient_equivalence"),
+    ("2. Fixed sigma is beta = 2 sigma^2", "sigma_is_beta"),
+    ("3. Sweeping sigma by population training", "sigma_sweep"),
+    ("4. Bernoulli, BCE and the continuous Bernoulli", "bernoulli_bce"),
+    ("5. How many Monte-Carlo samples?", "mc_samples"),
+    ("6. The learned-variance trap", "learned_variance"),
 )
 
 
@@ -31,14 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="tiny configs (for tests)")
     parser.add_argument("--results", default="results", help="root folder of the runs")
     parser.add_argument("--name", default=None, help="run folder name (default: timestamp)")
+    parser.add_argument("--only", nargs="+", metavar="NAME", default=None,
+                        choices=[name for _, name in EXPERIMENTS],
+                        help="run only these experiments")
     args = parser.parse_args(argv)
+    selected = [(t, n) for t, n in EXPERIMENTS if args.only is None or n in args.only]
 
     run_dir = common.new_run_dir(args.results, args.name)
     print(f"[vaejax] writing results to {run_dir}", flush=True)
     sections, start = {}, time.perf_counter()
-    bar = tqdm(EXPERIMENTS, desc="experiments", unit="exp", file=sys.stdout)
-    for title, module, config_module in bar:
-        bar.set_postfix_str(module.__name__.rsplit(".", 1)[-1])
+    bar = tqdm(selected, desc="experiments", unit="exp", file=sys.stdout)
+    for title, name in bar:
+        bar.set_postfix_str(name)
+        module = importlib.import_module(f"experiments.{name}")
+        config_module = importlib.import_module(f"experiments.configs.{name}")
         tic = time.perf_counter()
         summary = module.run(config_module.get_config("smoke" if args.smoke else None), run_dir)
         sections[title] = summary["report"] + f"\n_Wall time: {time.perf_counter() - tic:.1f} s._\n"

@@ -1,0 +1,546 @@
+"""Experiment: the learned-variance trap. A per-pixel sigma collapses where the data are constant.
+
+A Gaussian decoder with a learned per-pixel log-sigma head (AEVB appendix C.2) earns
+``-log sigma_i - 1/2 log(2 pi) - r_i^2 / (2 sigma_i^2)`` nats on pixel i. Where a pixel
+is (almost) always 0, as in the border columns of the digits, the mean head predicts it
+exactly and the optimum is sigma_i -> 0: the density is unbounded, each such pixel adds
+more positive nats the longer training runs, and only the optimiser's noise stops it.
+The ELBO then ranks models by how well they predict blank pixels.
+
+Four VAEs are trained, one :class:`vaejax.train.Trainer` run each (different decoder
+heads cannot share one population): ``gaussian_per_pixel``, the same head with sigma
+floored at ``min_sigma`` (the fix, done here by wrapping the decoder, with no library
+change), ``gaussian_shared`` (one learned sigma) and ``gaussian_optimal`` (sigma* =
+sqrt(batch MSE)). For each we map the mean predicted sigma and the mean test
+log-density of every pixel.
+
+    python -m experiments.learned_variance --workdir=results/lv [--config.num_epochs=200]
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from experiments import common
+from experiments.configs import default as default_config
+from vaejax import data as data_lib
+from vaejax import plotting  # noqa: F401  (sets the headless matplotlib backend)
+from vaejax import train as train_lib
+from vaejax.elbo import reparameterize
+from vaejax.likelihoods import (
+    gaussian_log_likelihood,
+    gaussian_log_likelihood_from_log_sigma,
+    optimal_sigma,
+)
+from vaejax.models import VAE, Decoder, GaussianEncoder, decoder_log_likelihood
+
+# (name, decoder likelihood, sigma floored at config.min_sigma)
+MODELS = (
+    ("per_pixel", "gaussian_per_pixel", False),
+    ("per_pixel_floored", "gaussian_per_pixel", True),
+    ("shared", "gaussian_shared", False),
+    ("optimal", "gaussian_optimal", False),
+)
+MODEL_COLORS = {"per_pixel": "C3", "per_pixel_floored": "C0", "shared": "C2", "optimal": "C1"}
+_STD_FLOOR = 1e-3  # pixels with zero training-set std are drawn here on log axes
+_EVAL_KEY = 0x5EED  # one posterior sample per test image for the per-pixel maps
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
+_DIP_NATS = 10.0  # a test-ELBO drop larger than this between evaluations counts as a dip
+_RECENT_EPOCHS = 10  # "still improving": the test-ELBO gain over the last epochs
+
+
+def model_label(name: str, min_sigma: float) -> str:
+    return {"per_pixel": "per-pixel sigma (learned)",
+            "per_pixel_floored": f"per-pixel sigma >= {min_sigma:g}",
+            "shared": "shared sigma (learned)",
+            "optimal": "optimal sigma* = sqrt(MSE)"}[name]
+
+
+class FlooredDecoder(nn.Module):
+    """The per-pixel Gaussian decoder with its sigma floored: sigma = max(sigma_raw, min_sigma).
+
+    Attributes:
+      hidden: hidden units.
+      output_dim: D.
+      min_sigma: the smallest sigma the decoder can predict (> 0).
+      init_scale: weight std (None for LeCun normal).
+    """
+
+    hidden: int
+    output_dim: int
+    min_sigma: float
+    init_scale: float | None = None
+
+    @nn.compact
+    def __call__(self, z: jax.Array) -> dict[str, jax.Array]:
+        """z [B, Z] -> {mean [B, D], log_sigma [B, D]} with log_sigma >= log(min_sigma)."""
+        outputs = Decoder(self.hidden, self.output_dim, "gaussian_per_pixel",
+                          init_scale=self.init_scale, name="decoder")(z)
+        # A hard floor: below it the head gets no gradient, so sigma can no longer shrink.
+        return {**outputs,
+                "log_sigma": jnp.maximum(outputs["log_sigma"], math.log(self.min_sigma))}
+
+
+class FlooredSigmaVAE(VAE):
+    """A ``gaussian_per_pixel`` VAE whose decoder sigma never drops below ``min_sigma``.
+
+    Only ``setup`` changes, so ``VAE.encode``/``VAE.decode`` (used by the Trainer) work.
+    """
+
+    min_sigma: float = 0.02
+
+    def setup(self):
+        self.encoder = GaussianEncoder(self.hidden, self.latent, self.init_scale)
+        self.decoder = FlooredDecoder(self.hidden, self.output_dim, self.min_sigma,
+                                      self.init_scale)
+
+
+def pixel_statistics(model: VAE, likelihood: str, params, x: jax.Array, key: jax.Array) -> dict:
+    """Per-pixel sigma and log-density at one posterior sample per example.
+
+    Args:
+      model: the VAE.
+      likelihood: its decoder head.
+      params: one member's parameters.
+      x: [N, D] data.
+      key: PRNG key of the posterior samples z ~ q(z|x).
+
+    Returns:
+      dict with ``sigma`` [D] (mean over examples of the predicted sigma), ``log_density``
+      [D] (mean over examples of log N(x_i; mu_i, sigma_i^2), nats) and ``recon`` [] (the
+      mean over examples of log p(x|z) from :func:`decoder_log_likelihood`, which the
+      per-pixel map must sum to) and ``optimal_sigma`` [] (sqrt of the MSE of these
+      reconstructions: the best single sigma for them).
+    """
+    mean, log_var = model.apply(params, x, method=VAE.encode)
+    z = reparameterize(key, mean, log_var)
+    outputs = model.apply(params, z, method=VAE.decode)
+    if likelihood == "gaussian_optimal":
+        sigma = optimal_sigma(x, outputs["mean"], axis="batch")  # what the loss uses
+        log_density = gaussian_log_likelihood(x, outputs["mean"], sigma, event_ndims=0)
+        sigma = jnp.broadcast_to(sigma, x.shape)
+    else:
+        log_density = gaussian_log_likelihood_from_log_sigma(
+            x, outputs["mean"], outputs["log_sigma"], event_ndims=0)  # [N, D]: per pixel
+        sigma = jnp.broadcast_to(jnp.exp(outputs["log_sigma"]), x.shape)
+    recon = decoder_log_likelihood(likelihood, x, outputs)
+    return {"sigma": jnp.mean(sigma, axis=0), "log_density": jnp.mean(log_density, axis=0),
+            "recon": jnp.mean(recon),
+            "optimal_sigma": optimal_sigma(x, outputs["mean"], axis="batch")}
+
+
+def _scale_learning_rate(state: train_lib.TrainState, factor: float) -> train_lib.TrainState:
+    """Multiplies every member's rate: the Trainer's optimisers keep it in their state."""
+    opt_state = state.opt_state
+    hyperparams = dict(opt_state.hyperparams)
+    hyperparams["learning_rate"] = hyperparams["learning_rate"] * factor
+    return state.replace(opt_state=opt_state._replace(hyperparams=hyperparams))
+
+
+def _training_config(config: ml_collections.ConfigDict, likelihood: str):
+    train_config = default_config.get_config()
+    train_config.update({
+        "dataset": config.dataset, "likelihood": likelihood, "hidden": config.hidden,
+        "latent": config.latent, "batch_size": config.batch_size, "optimizer": "adam",
+        "learning_rate": config.learning_rate, "num_epochs": config.num_epochs,
+        "seed": config.seed, "eval_iwae_samples": 0, "progress": False,
+    })
+    return train_config
+
+
+def _train_model(name: str, likelihood: str, floored: bool, config, dataset) -> dict:
+    """One Trainer run; returns final metrics, pixel maps and the training curve."""
+    train_config = _training_config(config, likelihood)
+    train_lib.validate_config(train_config, dataset)
+    num_dims = dataset.num_dims
+    if floored:
+        model = FlooredSigmaVAE(hidden=config.hidden, latent=config.latent,
+                                output_dim=num_dims, likelihood=likelihood,
+                                min_sigma=config.min_sigma)
+    else:
+        model = train_lib.make_model(train_config, num_dims)
+    trainer = train_lib.Trainer(model, train_config, num_dims)
+    hyper = train_lib.make_hyper(train_config)
+    state = trainer.init(hyper)  # eagerly: a compile would cost more than it saves here
+    epoch_fn = jax.jit(trainer.epoch, donate_argnums=(0,))
+    member = lambda s: jax.tree.map(lambda a: a[0], s.params)  # noqa: E731  (P = 1)
+    # One compiled evaluation: the Trainer's test metrics and the per-pixel maps together.
+    evaluate = jax.jit(lambda s, x: (
+        trainer.evaluate(s, x, hyper),
+        pixel_statistics(model, likelihood, member(s), x, jax.random.key(_EVAL_KEY))))
+    train_data, test_data = jnp.asarray(dataset.train), jnp.asarray(dataset.test)
+    # Same shape as the test set, so the compiled evaluation is reused for the train ELBO.
+    train_subset = train_data[: test_data.shape[0]]
+
+    curve, tic = [], time.perf_counter()
+    for epoch in range(config.num_epochs):
+        if epoch == config.decay_epoch and config.decay_factor != 1:
+            state = _scale_learning_rate(state, config.decay_factor)
+        state, metrics = epoch_fn(state, train_data, jnp.int32(epoch), hyper)
+        bad = train_lib.first_non_finite(jax.tree.map(np.asarray, metrics))
+        if bad is not None:
+            raise train_lib.NonFiniteLossError(
+                f"{name}: non-finite loss at epoch {epoch + 1}, step {bad[0]}, term {bad[2]}.")
+        done = epoch + 1
+        if done % config.eval_every_epochs == 0 or done == config.num_epochs:
+            evals, stats = jax.tree.map(np.asarray, evaluate(state, test_data))
+            curve.append({"epoch": done, "test_elbo": float(evals.elbo[0]),
+                          "min_sigma": float(stats["sigma"].min()),
+                          "median_sigma": float(np.median(stats["sigma"]))})
+    seconds = time.perf_counter() - tic
+    test_metrics, test_stats = jax.tree.map(np.asarray, evaluate(state, test_data))
+    train_metrics, _ = jax.tree.map(np.asarray, evaluate(state, train_subset))
+    first = lambda tree: jax.tree.map(lambda a: float(a[0]), tree)  # noqa: E731
+    test_eval, train_eval = first(test_metrics), first(train_metrics)
+    return {"test": test_eval, "train": train_eval, "stats": test_stats, "curve": curve,
+            "seconds": seconds}
+
+
+def _check_config(config: ml_collections.ConfigDict) -> None:
+    for key in ("hidden", "latent", "batch_size", "num_epochs", "eval_every_epochs",
+                "decay_epoch"):
+        value = config[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"config `{key}` must be an int >= 1, got {value!r}.")
+    for key in ("learning_rate", "decay_factor", "collapsed_sigma", "near_constant_std"):
+        if not (math.isfinite(config[key]) and config[key] > 0):
+            raise ValueError(f"config `{key}` must be finite and > 0, got {config[key]!r}.")
+    if not (math.isfinite(config.min_sigma) and config.min_sigma >= 0):
+        raise ValueError(f"config `min_sigma` must be >= 0 (0 skips the floored model), "
+                         f"got {config.min_sigma!r}.")
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
+    """Trains the four models; writes figures, CSVs, JSON and a report section."""
+    workdir = common.prepare_workdir(workdir)
+    _check_config(config)
+    dataset = data_lib.load_dataset(config.dataset, seed=config.seed)
+    models = [m for m in MODELS if not (m[2] and config.min_sigma == 0)]
+    results = {name: _train_model(name, likelihood, floored, config, dataset)
+               for name, likelihood, floored in models}
+
+    data_std = dataset.train.std(axis=0).astype(np.float64)  # [D]
+    data_mean = dataset.train.mean(axis=0).astype(np.float64)
+    always_zero = dataset.train.max(axis=0) == 0  # [D]
+    near_constant = data_std < config.near_constant_std
+    summary = _summarise(config, dataset, results, data_std, always_zero, near_constant)
+
+    names = list(results)
+    height, width = dataset.image_shape
+    pixel_rows = []
+    for i in range(dataset.num_dims):
+        pixel_rows.append([i, i // width, i % width, float(data_mean[i]), float(data_std[i]),
+                           float(np.mean(dataset.train[:, i] == 0)), int(always_zero[i]),
+                           int(near_constant[i]),
+                           *(float(results[n]["stats"]["sigma"][i]) for n in names),
+                           *(float(results[n]["stats"]["log_density"][i]) for n in names)])
+    common.write_csv(workdir / "learned_variance_pixels.csv",
+                     ["pixel", "row", "col", "train_mean", "train_std", "train_fraction_zero",
+                      "always_zero", "near_constant", *(f"sigma_{n}" for n in names),
+                      *(f"test_log_density_{n}" for n in names)], pixel_rows)
+    common.write_csv(workdir / "learned_variance_models.csv",
+                     ["model", "likelihood", "test_elbo", "test_recon", "test_kl", "train_elbo",
+                      "min_sigma", "median_sigma", "num_collapsed_pixels",
+                      "log_density_near_constant_pixels", "log_density_other_pixels",
+                      "train_seconds"],
+                     [[n, summary["models"][n]["likelihood"],
+                       *(summary["models"][n][k] for k in (
+                           "test_elbo", "test_recon", "test_kl", "train_elbo", "min_sigma",
+                           "median_sigma", "num_collapsed_pixels",
+                           "log_density_near_constant_pixels", "log_density_other_pixels",
+                           "train_seconds"))] for n in names])
+    common.write_csv(workdir / "learned_variance_training.csv",
+                     ["model", "epoch", "test_elbo", "min_sigma", "median_sigma"],
+                     [[n, p["epoch"], p["test_elbo"], p["min_sigma"], p["median_sigma"]]
+                      for n in names for p in results[n]["curve"]])
+    common.write_json(workdir / "learned_variance.json", summary)
+    common.save_config(config, workdir / "learned_variance_config.json")
+    common.save_figure(sigma_figure(results, data_std, always_zero, (height, width), config),
+                       workdir / "learned_variance_sigma")
+    common.save_figure(log_density_figure(results, always_zero, (height, width), config),
+                       workdir / "learned_variance_log_density")
+    common.save_figure(training_figure(results, config), workdir / "learned_variance_training")
+    summary["report"] = _report_section(summary, config)
+    return summary
+
+
+def _summarise(config, dataset, results, data_std, always_zero, near_constant) -> dict:
+    summary = {"num_dims": dataset.num_dims, "num_test": int(dataset.test.shape[0]),
+               "num_epochs": config.num_epochs, "min_sigma_floor": config.min_sigma,
+               "collapsed_sigma": config.collapsed_sigma,
+               "near_constant_std": config.near_constant_std,
+               "always_zero_pixels": np.flatnonzero(always_zero).tolist(),
+               "near_constant_pixels": np.flatnonzero(near_constant).tolist(), "models": {}}
+    likelihoods = {name: likelihood for name, likelihood, _ in MODELS}
+    for name, r in results.items():
+        sigma, log_density = r["stats"]["sigma"], r["stats"]["log_density"]
+        collapsed = sigma < config.collapsed_sigma
+        summary["models"][name] = {
+            "likelihood": likelihoods[name],
+            "test_elbo": r["test"].elbo, "test_recon": r["test"].recon, "test_kl": r["test"].kl,
+            "train_elbo": r["train"].elbo, "active_units": int(r["test"].active_units),
+            "min_sigma": float(sigma.min()), "median_sigma": float(np.median(sigma)),
+            "max_sigma": float(sigma.max()),
+            "optimal_sigma_of_own_reconstructions": float(r["stats"]["optimal_sigma"]),
+            "mean_sigma_always_zero_pixels": float(sigma[always_zero].mean()),
+            "num_collapsed_pixels": int(collapsed.sum()),
+            "collapsed_pixels": np.flatnonzero(collapsed).tolist(),
+            # The map sums to the recon of its own posterior sample (a consistency check).
+            "recon_from_pixel_map": float(log_density.sum()),
+            "recon_of_map_sample": float(r["stats"]["recon"]),
+            "log_density_near_constant_pixels": float(log_density[near_constant].sum()),
+            "log_density_other_pixels": float(log_density[~near_constant].sum()),
+            "log_density_collapsed_pixels": float(log_density[collapsed].sum()),
+            "train_seconds": r["seconds"],
+        }
+        elbos = np.array([p["test_elbo"] for p in r["curve"]])
+        epochs = np.array([p["epoch"] for p in r["curve"]])
+        earlier = elbos[epochs <= epochs[-1] - _RECENT_EPOCHS]
+        summary["models"][name].update({
+            # Instability: evaluations whose test ELBO fell by > _DIP_NATS since the last one.
+            "num_elbo_dips": int(np.sum(np.diff(elbos) < -_DIP_NATS)),
+            "worst_elbo_dip": float(min(0.0, np.diff(elbos).min(initial=0.0))),
+            "test_elbo_gain_recent_epochs": (float(elbos[-1] - earlier[-1]) if earlier.size
+                                             else float("nan")),
+        })
+        summary[f"{name}_test_elbo"] = r["test"].elbo
+    per_pixel = summary["models"]["per_pixel"]
+    summary["per_pixel_min_sigma"] = per_pixel["min_sigma"]
+    summary["per_pixel_median_sigma"] = per_pixel["median_sigma"]
+    summary["per_pixel_num_collapsed"] = per_pixel["num_collapsed_pixels"]
+    summary["per_pixel_sigma_always_zero"] = per_pixel["mean_sigma_always_zero_pixels"]
+    summary["num_near_constant_pixels"] = int(near_constant.sum())
+    optimal = summary["models"]["optimal"]
+    summary["per_pixel_recon_lead_over_optimal"] = (
+        per_pixel["recon_from_pixel_map"] - optimal["recon_from_pixel_map"])
+    summary["per_pixel_recon_lead_over_optimal_near_constant"] = (
+        per_pixel["log_density_near_constant_pixels"] - optimal["log_density_near_constant_pixels"])
+    if config.min_sigma > 0:  # the most one pixel can earn when sigma >= min_sigma
+        summary["floor_cap_nats_per_pixel"] = -math.log(config.min_sigma) - _HALF_LOG_2PI
+    summary["correlation_log_sigma_log_std"] = float(np.corrcoef(
+        np.log(results["per_pixel"]["stats"]["sigma"]),
+        np.log(np.maximum(data_std, _STD_FLOOR)))[0, 1])
+    return summary
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _pixel_map(ax, values, image_shape, *, norm, cmap, title, marks=None, fmt="{:.2g}"):
+    image = np.asarray(values, dtype=np.float64).reshape(image_shape)
+    im = ax.imshow(image, cmap=cmap, norm=norm, interpolation="nearest")
+    for (r, c), v in np.ndenumerate(image):
+        ax.text(c, r, fmt.format(v), ha="center", va="center", fontsize=5.5,
+                color="white" if norm(v) < 0.35 or norm(v) > 0.85 else "black")
+    if marks is not None:
+        rows, cols = np.nonzero(np.asarray(marks).reshape(image_shape))
+        ax.scatter(cols, rows - 0.32, marker="v", s=10, color="magenta",
+                   label="always 0 in the training set")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    return im
+
+
+def sigma_figure(results, data_std, always_zero, image_shape, config):
+    """Map of the per-pixel model's sigma, map of the data std, scatter of one against the other."""
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.3]},
+                             layout="constrained")
+    sigma = results["per_pixel"]["stats"]["sigma"]
+    shown_std = np.maximum(data_std, _STD_FLOOR)
+    norm = mcolors.LogNorm(vmin=min(sigma.min(), shown_std.min()),
+                           vmax=max(sigma.max(), shown_std.max()))
+    num_collapsed = int(np.sum(sigma < config.collapsed_sigma))
+    im = _pixel_map(axes[0], sigma, image_shape, norm=norm, cmap="viridis", marks=always_zero,
+                    title=f"per-pixel model: mean predicted sigma (test set)\nmin {sigma.min():.2g}"
+                          f", median {np.median(sigma):.2g}, {num_collapsed} pixels < "
+                          f"{config.collapsed_sigma:g}")
+    axes[0].legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.12), frameon=False)
+    _pixel_map(axes[1], shown_std, image_shape, norm=norm, cmap="viridis", marks=always_zero,
+               title=f"training-set std of each pixel\n(std 0 shown as {_STD_FLOOR:g})")
+    fig.colorbar(im, ax=axes[:2].tolist(), fraction=0.025, pad=0.02,
+                 label="sigma / std (log scale)")
+
+    ax = axes[2]
+    for name, r in results.items():
+        if name in ("per_pixel", "per_pixel_floored"):
+            ax.loglog(shown_std, r["stats"]["sigma"], "o", ms=4, mfc="none",
+                      color=MODEL_COLORS[name], label=model_label(name, config.min_sigma))
+        else:
+            ax.axhline(float(r["stats"]["sigma"][0]), color=MODEL_COLORS[name], lw=1.2,
+                       label=f"{model_label(name, config.min_sigma)}: "
+                             f"{float(r['stats']['sigma'][0]):.3g}")
+    ax.loglog(shown_std[always_zero], sigma[always_zero], "v", ms=6, color="magenta",
+              label="always-0 pixels (per-pixel model)")
+    grid = np.array([_STD_FLOOR, shown_std.max()])
+    ax.loglog(grid, grid, ":", color="gray", lw=1, label="sigma = pixel std")
+    ax.axhline(config.collapsed_sigma, color="black", lw=0.6, ls="--",
+               label=f"collapsed: sigma < {config.collapsed_sigma:g}")
+    ax.set_xlabel(f"training-set std of the pixel (0 shown at {_STD_FLOOR:g})")
+    ax.set_ylabel("mean predicted sigma on the test set")
+    ax.set_title("learned sigma against the pixel's spread", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=6.5, loc="lower right")
+    fig.suptitle(f"The learned-variance trap on {config.dataset}: a per-pixel sigma collapses "
+                 f"where the pixel never varies ({config.num_epochs} epochs)", fontsize=11)
+    return fig
+
+
+def log_density_figure(results, always_zero, image_shape, config):
+    """Maps of the mean test log-density per pixel (nats), one per model, one colour scale."""
+    import matplotlib.colors as mcolors
+    import matplotlib.pyplot as plt
+
+    names = list(results)
+    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 1, 4.2), squeeze=False,
+                             layout="constrained")
+    values = np.stack([results[n]["stats"]["log_density"] for n in names])
+    bound = float(np.abs(values).max())
+    norm = mcolors.TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
+    for ax, name in zip(axes[0], names, strict=True):
+        r = results[name]
+        total = float(r["stats"]["log_density"].sum())
+        im = _pixel_map(ax, r["stats"]["log_density"], image_shape, norm=norm, cmap="RdBu_r",
+                        marks=always_zero, fmt="{:.1f}",
+                        title=f"{model_label(name, config.min_sigma)}\nsum {total:.1f} nats; "
+                              f"test ELBO {r['test'].elbo:.1f}")
+    fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, pad=0.02,
+                 label="mean test log N(x_i; mu_i, sigma_i^2), nats")
+    fig.suptitle("Where the test log-likelihood comes from: mean log-density of each pixel "
+                 "(one posterior sample per test image; triangles: always-0 pixels)", fontsize=10)
+    return fig
+
+
+def training_figure(results, config):
+    """Test ELBO and the per-pixel sigma's min/median against epoch, per model."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for name, r in results.items():
+        epochs = [p["epoch"] for p in r["curve"]]
+        label = model_label(name, config.min_sigma)
+        axes[0].plot(epochs, [p["test_elbo"] for p in r["curve"]], "-o", ms=2.5,
+                     color=MODEL_COLORS[name], label=label)
+        if name in ("per_pixel", "per_pixel_floored"):
+            axes[1].semilogy(epochs, [p["min_sigma"] for p in r["curve"]], "-",
+                             color=MODEL_COLORS[name], label=f"{label}: min over pixels")
+            axes[1].semilogy(epochs, [p["median_sigma"] for p in r["curve"]], "--",
+                             color=MODEL_COLORS[name], label=f"{label}: median over pixels")
+    for ax in axes:
+        if config.decay_factor != 1 and config.decay_epoch < config.num_epochs:
+            ax.axvline(config.decay_epoch, color="gray", lw=0.8, ls=":")
+        ax.set_xlabel("epoch")
+        ax.grid(True, which="both", alpha=0.3)
+    axes[0].set_ylabel("test ELBO (nats per image)")
+    axes[0].set_title("test ELBO during training", fontsize=9)
+    axes[1].set_ylabel("mean predicted sigma (test set)")
+    axes[1].set_title(f"per-pixel sigma; dotted line: Adam rate x {config.decay_factor:g}",
+                      fontsize=9)
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _report_section(summary: dict, config) -> str:
+    models = summary["models"]
+    rows = [[model_label(n, config.min_sigma), m["test_elbo"], m["test_recon"], m["test_kl"],
+             m["train_elbo"], m["min_sigma"], m["median_sigma"], m["num_collapsed_pixels"],
+             m["log_density_near_constant_pixels"], m["log_density_other_pixels"]]
+            for n, m in models.items()]
+    table = common.markdown_table(
+        ["decoder", "test ELBO", "test recon", "test KL",
+         f"train ELBO (first {summary['num_test']} images)", "min sigma",
+         "median sigma", f"pixels sigma < {config.collapsed_sigma:g}",
+         f"log-density, {summary['num_near_constant_pixels']} near-constant pixels",
+         "log-density, other pixels"], rows)
+    pp, opt, shared = models["per_pixel"], models["optimal"], models["shared"]
+    floored = ""
+    if "per_pixel_floored" in models:
+        fl = models["per_pixel_floored"]
+        floored = f"""
+
+**The fix.** Flooring sigma at {config.min_sigma:g} (about the std of the data's 1/16
+quantisation step) caps what a pixel can earn at -log({config.min_sigma:g}) - 1/2 log(2 pi)
+= {summary['floor_cap_nats_per_pixel']:.2f} nats: {fl['num_collapsed_pixels']} pixels are
+below {config.collapsed_sigma:g}, the near-constant pixels give
+{fl['log_density_near_constant_pixels']:.1f} nats (cap
+{summary['num_near_constant_pixels'] * summary['floor_cap_nats_per_pixel']:.1f}), the test
+ELBO is {fl['test_elbo']:.1f} and training is stable ({fl['num_elbo_dips']} dips). Any
+floor is a modelling choice that the ELBO then reflects; dequantising the data (adding
+uniform noise of one quantisation step, which makes the density bounded) is the
+principled version of the same fix."""
+    dips = ""
+    if pp["num_elbo_dips"]:
+        dips = (f" The collapse also makes training unstable: the per-pixel model's test ELBO "
+                f"fell by more than {_DIP_NATS:g} nats between evaluations "
+                f"{pp['num_elbo_dips']} times (worst {pp['worst_elbo_dip']:.1f} nats), each time "
+                "sigma on the border jumped up and collapsed again (figure below), so a table "
+                "number taken at a fixed epoch can land in a dip.")
+    return f"""
+![per-pixel sigma map and scatter](learned_variance_sigma.png)
+
+With a learned per-pixel sigma, a pixel that never varies is predicted exactly and its
+sigma has no lower bound. On the digits (D = {summary['num_dims']}),
+{len(summary['always_zero_pixels'])} pixels are 0 in every training image and
+{summary['num_near_constant_pixels']} have a training-set std below
+{config.near_constant_std:g}, all in the border columns. After {summary['num_epochs']}
+epochs the per-pixel model's mean predicted sigma is
+**{summary['per_pixel_sigma_always_zero']:.2g}** on the always-0 pixels and
+**{summary['per_pixel_min_sigma']:.2g}** at its smallest, against a median of
+{summary['per_pixel_median_sigma']:.2g}; **{summary['per_pixel_num_collapsed']}** pixels
+are below {config.collapsed_sigma:g} (figure above: the sigma map, left, mirrors the
+data's std, middle; right, log sigma against log std, correlation
+{summary['correlation_log_sigma_log_std']:.2f}).
+
+![per-pixel test log-density](learned_variance_log_density.png)
+
+Each collapsed pixel earns about -log sigma - 1/2 log(2 pi) nats of log-density on every
+test image (figure above: mean test log-density of every pixel, nats). The per-pixel
+model's test ELBO is **{pp['test_elbo']:.1f}** nats against
+**{shared['test_elbo']:.1f}** (shared sigma) and **{opt['test_elbo']:.1f}** (optimal
+sigma*). Of its reconstruction-term lead over the optimal-sigma model,
+{summary['per_pixel_recon_lead_over_optimal']:.1f} nats,
+**{summary['per_pixel_recon_lead_over_optimal_near_constant']:.1f}** come from the
+{summary['num_near_constant_pixels']} near-constant pixels
+({summary['num_near_constant_pixels'] / summary['num_dims']:.0%} of the image), which carry
+almost no information; the rest is the legitimate gain of a sigma that varies with the
+pixel.{dips}{floored}
+
+![training curves](learned_variance_training.png)
+
+Left: test ELBO during training; right: the smallest and the median per-pixel sigma.
+The collapse is held back only by the optimiser's noise: when the Adam rate is divided
+by {1 / config.decay_factor:g} at epoch {config.decay_epoch} (every model alike) the
+per-pixel sigma drops further (to {pp['min_sigma']:.2g}) and the per-pixel model's test
+ELBO climbs, {pp['test_elbo_gain_recent_epochs']:+.1f} nats in the last {_RECENT_EPOCHS}
+epochs. The shared-sigma model has not converged: its sigma,
+{shared['min_sigma']:.3g}, is still above sqrt(MSE) of its own test reconstructions,
+{shared['optimal_sigma_of_own_reconstructions']:.3g} (the best single sigma for them;
+{shared['test_elbo_gain_recent_epochs']:+.1f} nats of test ELBO in the last
+{_RECENT_EPOCHS} epochs), because its log sigma starts at 0 and Adam moves it by at most
+about the rate per step.
+
+{table}
+
+Log-densities are means over the {summary['num_test']} test images of one posterior
+sample each (the maps sum to that sample's reconstruction term); ELBOs are the Trainer's
+test evaluation. Per-pixel numbers: `learned_variance_pixels.csv`; per model:
+`learned_variance_models.csv`; curves: `learned_variance_training.csv`.
+"""
+
+
+
+if __name__ == "__main__":
+    common.cli_main("learned_variance", run)
