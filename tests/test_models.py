@@ -76,3 +76,17 @@ def test_unknown_likelihood_and_missing_sigma():
             jax.random.key(0), jnp.zeros((1, Z)))
     with pytest.raises(ValueError, match="sigma"):
         decoder_log_likelihood("gaussian_fixed", jnp.ones((B, D)), {"mean": jnp.ones((B, D))})
+
+
+def test_init_log_sigma_reaches_the_shared_sigma_through_config():
+    from experiments.configs import default
+    from vaejax.train import make_model
+
+    config = default.get_config(None)
+    config.likelihood = "gaussian_shared"
+    config.init_log_sigma = -2.5
+    model = make_model(config, D)
+    x = jnp.zeros((B, D))
+    params = model.init(jax.random.key(0), x, jax.random.key(1))
+    outputs, _ = model.apply(params, x, jax.random.key(2))
+    np.testing.assert_allclose(outputs["log_sigma"], -2.5)

@@ -128,6 +128,7 @@ class VAE(nn.Module):
       likelihood: decoder head, see :class:`Decoder`.
       sigmoid_mean: sigmoid on the Gaussian mean.
       init_scale: weight std (None for LeCun normal).
+      init_log_sigma: initial shared log sigma (``gaussian_shared``).
     """
 
     hidden: int
@@ -136,11 +137,13 @@ class VAE(nn.Module):
     likelihood: str = "bernoulli"
     sigmoid_mean: bool = False
     init_scale: float | None = None
+    init_log_sigma: float = 0.0
 
     def setup(self):
         self.encoder = GaussianEncoder(self.hidden, self.latent, self.init_scale)
         self.decoder = Decoder(
-            self.hidden, self.output_dim, self.likelihood, self.sigmoid_mean, self.init_scale
+            self.hidden, self.output_dim, self.likelihood, self.sigmoid_mean, self.init_scale,
+            self.init_log_sigma,
         )
 
     def __call__(self, x: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], dict]:

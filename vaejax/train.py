@@ -122,7 +122,8 @@ def make_model(config: ml_collections.ConfigDict, num_dims: int) -> VAE:
     check_likelihood(config.likelihood)
     return VAE(hidden=config.hidden, latent=config.latent, output_dim=num_dims,
                likelihood=config.likelihood, sigmoid_mean=config.sigmoid_mean,
-               init_scale=config.init_scale)
+               init_scale=config.init_scale,
+               init_log_sigma=config.get("init_log_sigma", 0.0))
 
 
 def make_optimizer(name: str) -> Callable[[jax.Array], optax.GradientTransformation]:

@@ -30,6 +30,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.hidden = 200
     config.latent = 8
     config.init_scale = config_dict.placeholder(float)  # None: LeCun normal; AEVB: 0.01
+    config.init_log_sigma = 0.0  # initial shared log sigma (gaussian_shared)
     # Objective and optimiser.
     config.beta = 1.0
     config.num_samples = 1  # L
