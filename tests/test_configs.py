@@ -44,3 +44,17 @@ def test_aevb_frey_smoke_trains_on_a_small_mat(tmp_path):
     assert summary["dataset"] == "frey_face"
     assert np.isfinite(summary["members"][0]["test_elbo"])
     assert json.loads((tmp_path / "run" / "summary.json").read_text()) == summary
+
+
+EXPERIMENTS = ("gradient_equivalence", "sigma_is_beta", "sigma_sweep", "bernoulli_bce",
+               "mc_samples", "learned_variance")
+
+
+@pytest.mark.parametrize("name", EXPERIMENTS)
+def test_experiment_accelerator_variant_is_bigger_and_unknown_variants_fail(name):
+    module = importlib.import_module(f"experiments.configs.{name}")
+    cpu, big = module.get_config(None), module.get_config("accelerator")
+    assert set(big.keys()) == set(cpu.keys())  # a variant changes values, never the schema
+    assert big.dataset == "mnist" and big.hidden > cpu.hidden and big.latent > cpu.latent
+    with pytest.raises(ValueError, match="'gpu'.*accelerator"):
+        module.get_config("gpu")

@@ -41,6 +41,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_quadrature_nodes = 32
         config.num_images = 4
         config.eval_iwae_samples = 0  # smoke runs are compile-bound: the IWAE scan is skipped
+    elif arg == "accelerator":
+        # MNIST (prepared TFDS data), AEVB-sized network.
+        config.dataset = "mnist"
+        config.hidden = 500
+        config.latent = 20
+        config.num_epochs = 100
+        config.binary_num_epochs = 100
+        config.num_bias_bins = 32
     elif arg not in (None, ""):
-        raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke' or nothing.")
+        raise ValueError(
+            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
     return config

@@ -40,6 +40,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.estimator_samples = (1, 2)
         config.num_repeats = 2
         config.train_epochs = 1
+    elif arg == "accelerator":
+        # MNIST (prepared TFDS data), the AEVB network, 256 sigmas x 64 samples per call.
+        config.dataset = "mnist"
+        config.hidden = 500
+        config.latent = 20
+        config.num_sigmas = 256
+        config.num_samples = 64
+        config.estimator_samples = (1, 4, 16, 64, 256)
+        config.num_repeats = 16
+        config.train_epochs = 50
     elif arg not in (None, ""):
-        raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke' or nothing.")
+        raise ValueError(
+            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
     return config

@@ -47,6 +47,17 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.repeat_chunk = 32
         config.measure_at_epochs = (0, 1)
         config.timing_epochs = 2
+    elif arg == "accelerator":
+        # MNIST (prepared TFDS data), AEVB-sized network, a wider grid and more draws.
+        config.dataset = "mnist"
+        config.hidden = 500
+        config.latent = 20
+        config.num_samples_grid = (1, 2, 4, 8, 16, 32, 64, 128)
+        config.batch_sizes = (10, 25, 50, 100, 200, 400)
+        config.num_repeats = 256
+        config.repeat_chunk = 64
+        config.measure_at_epochs = (0, 10)
     elif arg not in (None, ""):
-        raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke' or nothing.")
+        raise ValueError(
+            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
     return config

@@ -50,6 +50,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.latent = 2
         config.num_steps = 40
         config.sigmas = (0.1,)
+    elif arg == "accelerator":
+        # MNIST (prepared TFDS data), AEVB-sized network, more sigmas and steps.
+        config.dataset = "mnist"
+        config.hidden = 500
+        config.latent = 20
+        config.num_steps = 6000
+        config.sigmas = (0.01, 0.03, 0.1, 0.3, 1.0)
     elif arg not in (None, ""):
-        raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke' or nothing.")
+        raise ValueError(
+            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
     return config

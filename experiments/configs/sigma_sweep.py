@@ -42,6 +42,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
         config.num_epochs = 4
         config.num_image_sigmas = 3
         config.num_images = 4
+    elif arg == "accelerator":
+        # MNIST (prepared TFDS data): 64 sigmas as one population, AEVB-sized network.
+        config.dataset = "mnist"
+        config.hidden = 500
+        config.latent = 20
+        config.num_sigmas = 64
+        config.num_epochs = 100
+        config.eval_iwae_samples = 100
     elif arg not in (None, ""):
-        raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke' or nothing.")
+        raise ValueError(
+            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
     return config
