@@ -174,9 +174,9 @@ def dynamic_binarize(key: jax.Array, x: jax.typing.ArrayLike) -> jax.Array:
     """
     x = jnp.asarray(x)
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise ValueError(f"dynamic_binarize needs floating x in [0, 1], got dtype {x.dtype}.")
+        raise ValueError(f"dynamic_binarize needs floating `x` in [0, 1], got dtype {x.dtype}.")
     if not isinstance(x, jax.core.Tracer) and x.size and not (jnp.min(x) >= 0 and jnp.max(x) <= 1):
-        raise ValueError("dynamic_binarize needs x in [0, 1] (the Bernoulli means).")
+        raise ValueError("dynamic_binarize needs `x` in [0, 1] (the Bernoulli means).")
     return jax.random.bernoulli(key, x).astype(jnp.float32)
 
 
@@ -220,10 +220,10 @@ def epoch_batches(key: jax.Array, data: jax.typing.ArrayLike, batch_size: int) -
     data = jnp.asarray(data)
     _check_static_int(batch_size, "batch_size")
     if data.ndim < 1:
-        raise ValueError(f"epoch_batches needs data [N, D], got a scalar of shape {data.shape}.")
+        raise ValueError(f"epoch_batches needs `data` [N, D], got a scalar of shape {data.shape}.")
     num_examples = data.shape[0]
     if num_examples == 0:
-        raise ValueError("epoch_batches got an empty data set (N = 0 examples).")
+        raise ValueError("epoch_batches got an empty data set: `data` has N = 0 examples.")
     if not 1 <= batch_size <= num_examples:
         raise ValueError(
             f"batch_size must be in [1, N] with N = {num_examples} examples, "
@@ -333,10 +333,10 @@ def _read_frey_face(path: str | None) -> np.ndarray:
         raise FileNotFoundError(f"Frey Face file not found: {path!r}. {how_to_get}")
     try:
         contents = scipy.io.loadmat(path, variable_names=["ff"])
-    except OSError:
-        raise  # permissions and the like are not a malformed file
-    # scipy raises MatReadError, ValueError, IndexError, ... on a corrupt file; all mean
-    # the same to a user: this is not a MATLAB v4-v7.2 .mat file.
+    except (PermissionError, IsADirectoryError):
+        raise  # not a malformed file; the message already names the path
+    # scipy raises MatReadError, ValueError, IndexError, OSError("could not read bytes") for
+    # a truncated file, ...: all mean the same to a user: not a MATLAB v4-v7.2 .mat file.
     except Exception as error:
         raise ValueError(f"{path}: not a readable MATLAB .mat file ({error!r}).") from error
     if "ff" not in contents:
@@ -397,6 +397,6 @@ def _check_static_int(value, argument: str) -> None:
     """Raises TypeError unless `value` is a concrete Python or numpy integer."""
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise TypeError(
-            f"{argument} must be a Python int (static under jit: "
+            f"`{argument}` must be a Python int (static under jit: "
             f"static_argnames='{argument}'), got {type(value).__name__}."
         )

@@ -10,17 +10,28 @@ import csv
 import io
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+# mkstemp names: the prefix, 8 characters from [a-z0-9_], the suffix.
+_TEMPORARY_SUFFIX = ".tmp"
+_TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(_TEMPORARY_SUFFIX) + "$")
+
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Writes ``data`` to ``path`` via a temporary file and ``os.replace``."""
+    """Writes ``data`` to ``path`` via a temporary file and ``os.replace``.
+
+    The temporary file ``.<name>.XXXXXXXX.tmp`` sits in the same folder (``os.replace`` is
+    atomic only within a file system). A process killed before the rename leaves it behind,
+    and the previous ``path``, if any, untouched; see :func:`remove_stale_temporaries`.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                               suffix=_TEMPORARY_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -79,3 +90,20 @@ def prepare_workdir(workdir: str | os.PathLike) -> Path:
     except OSError as err:
         raise ValueError(f"workdir {str(path)!r} is not writable: {err}") from err
     return path
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Deletes the temporary files that killed writers left in ``folder`` (not recursive).
+
+    Only names of the form :func:`atomic_write_bytes` creates are touched. Call it when
+    no other process writes to ``folder`` (a run starting in its own workdir).
+
+    Returns:
+      The paths deleted.
+    """
+    removed = []
+    for path in Path(folder).iterdir():
+        if _TEMPORARY_NAME.match(path.name) and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
