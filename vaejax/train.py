@@ -309,10 +309,95 @@ METRIC_COLUMNS = (
 )
 
 
+# The keys of experiments/configs/default.py (tests/test_bad_inputs.py keeps them in step) and
+# the type each must have. Experiment configs add keys of their own (aevb_*.py), so another
+# key is not an error here: train_and_evaluate names it in a warning (the command line
+# refuses unknown keys outright: lock_config).
+_INT, _REAL, _STR, _BOOL, _NONE = "int", "real", "str", "bool", "None"
+CONFIG_TYPES = {
+    "dataset": (_STR,), "data_dir": (_STR, _NONE), "data_path": (_STR, _NONE),
+    "binarize": (_STR, _NONE), "likelihood": (_STR,), "sigma": (_REAL,),
+    "sigmoid_mean": (_BOOL,), "hidden": (_INT,), "latent": (_INT,),
+    "init_scale": (_REAL, _NONE), "init_log_sigma": (_REAL,), "beta": (_REAL,),
+    "num_samples": (_INT,), "optimizer": (_STR,), "learning_rate": (_REAL,),
+    "weight_decay": (_REAL,), "batch_size": (_INT,), "num_epochs": (_INT,), "seed": (_INT,),
+    "population": ("ConfigDict",), "eval_every_epochs": (_INT,), "eval_iwae_samples": (_INT,),
+    "eval_iwae_chunk": (_INT,), "checkpoint_every_epochs": (_INT,), "keep_checkpoints": (_INT,),
+    "sharding": (_STR,), "num_devices": (_INT, _NONE), "progress": (_BOOL,),
+}
+CONFIG_KEYS = tuple(CONFIG_TYPES)
+
+
+def _has_type(value, kind: str) -> bool:
+    if kind == _NONE:
+        return value is None
+    if kind == _BOOL:
+        return isinstance(value, bool | np.bool_)
+    if isinstance(value, bool | np.bool_):  # bool is an int to Python, never to a config
+        return False
+    if kind == _INT:
+        return isinstance(value, int | np.integer)
+    if kind == _REAL:
+        return isinstance(value, int | float | np.integer | np.floating)
+    if kind == _STR:
+        return isinstance(value, str)
+    return isinstance(value, ml_collections.ConfigDict)
+
+
+def _check_config_types(config: ml_collections.ConfigDict) -> None:
+    """Raises ValueError naming a known key whose value has the wrong type.
+
+    Keys absent from ``config`` are skipped: experiments validate their own configs with
+    :func:`validate_config`, which need not hold every training key.
+    """
+    for key, kinds in CONFIG_TYPES.items():
+        if key in config and not any(_has_type(config[key], kind) for kind in kinds):
+            raise ValueError(f"config `{key}` must be {' or '.join(kinds)}, got "
+                             f"{config[key]!r} ({type(config[key]).__name__}).")
+    population = config.get("population")
+    if not isinstance(population, ml_collections.ConfigDict):
+        return
+    for field in POPULATION_FIELDS:
+        values = population.get(field)
+        if values is None:
+            continue
+        kind = _INT if field == "seed" else _REAL
+        if not isinstance(values, tuple | list) or not all(_has_type(v, kind) for v in values):
+            raise ValueError(f"config `population.{field}` must be None or a tuple of {kind}s, "
+                             f"got {values!r}.")
+
+
+def check_config_keys(config: ml_collections.ConfigDict) -> list[str]:
+    """Checks the keys of a training config; returns the top-level keys training ignores.
+
+    Raises ValueError naming a missing key or an unknown ``population.<field>`` (a
+    population field is a training key or a typo: nothing else reads that dict).
+    """
+    ignored = sorted(set(config.keys()) - set(CONFIG_KEYS))
+    missing = sorted(set(CONFIG_KEYS) - set(config.keys()))
+    population = config.get("population")
+    if isinstance(population, ml_collections.ConfigDict):
+        unknown = sorted(set(population.keys()) - set(POPULATION_FIELDS))
+        if unknown:
+            raise ValueError(f"unknown config key{'s' * (len(unknown) > 1)} "
+                             f"{', '.join(f'`population.{k}`' for k in unknown)}; a population "
+                             f"varies {', '.join(POPULATION_FIELDS)}.")
+        missing += [f"population.{k}" for k in POPULATION_FIELDS if k not in population]
+    if missing:
+        raise ValueError(f"config lacks the key{'s' * (len(missing) > 1)} "
+                         f"{', '.join(f'`{k}`' for k in missing)}; start from "
+                         "experiments/configs/default.py:get_config().")
+    return ignored
+
+
 def validate_config(config: ml_collections.ConfigDict, dataset) -> None:
     """Raises ValueError naming the offending config key."""
-    check_likelihood(config.likelihood)
-    make_optimizer(config.optimizer)
+    _check_config_types(config)
+    for key, check in (("likelihood", check_likelihood), ("optimizer", make_optimizer)):
+        try:
+            check(config[key])
+        except ValueError as err:
+            raise ValueError(f"config `{key}`: {err}") from err
     for key in ("batch_size", "num_epochs", "num_samples", "hidden", "latent",
                 "eval_every_epochs", "checkpoint_every_epochs", "keep_checkpoints"):
         value = config[key]
@@ -337,8 +422,12 @@ def validate_config(config: ml_collections.ConfigDict, dataset) -> None:
 
 def _load_data(config):
     binarize = None if config.binarize == "dynamic" else config.binarize
-    return data_lib.load_dataset(config.dataset, data_dir=config.data_dir,
-                                 path=config.data_path, binarize=binarize, seed=config.seed)
+    try:
+        return data_lib.load_dataset(config.dataset, data_dir=config.data_dir,
+                                     path=config.data_path, binarize=binarize, seed=config.seed)
+    except FileNotFoundError as err:  # say which config key points at the files
+        key = "data_path" if config.dataset == "frey_face" else "data_dir"
+        raise FileNotFoundError(f"config `{key}`={config[key]!r}: {err}") from err
 
 
 def _check_resume_config(workdir, config) -> None:
@@ -347,7 +436,12 @@ def _check_resume_config(workdir, config) -> None:
     saved_path = workdir / "config.json"
     if not saved_path.exists():
         return
-    saved = json.loads(saved_path.read_text())
+    try:
+        saved = json.loads(saved_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{str(saved_path)!r}, the config of the run in this workdir, is not valid JSON "
+            f"({err}); restore it or use a new --workdir.") from err
     current = json.loads(config.to_json_best_effort())
     differing = sorted(k for k in set(saved) | set(current)
                        if k not in RESUMABLE_KEYS and saved.get(k) != current.get(k))
@@ -363,8 +457,98 @@ def _read_metric_rows(path, last_epoch: int) -> list[list]:
     if not path.exists():
         return []
     with open(path, newline="") as f:
-        rows = list(csv.reader(f))[1:]
-    return [row for row in rows if int(row[0]) <= last_epoch]
+        rows = list(csv.reader(f))
+    # Written atomically, so a malformed file was damaged from outside: never carry it on.
+    bad = [i for i, row in enumerate(rows[1:], 2)
+           if len(row) != len(METRIC_COLUMNS) or not row[0].isdigit()]
+    if not rows or rows[0] != list(METRIC_COLUMNS) or bad:
+        where = f"line {bad[0]}" if bad else "the header"
+        raise ValueError(f"{str(path)!r} is corrupt ({where} is not a row of "
+                         f"{len(METRIC_COLUMNS)} metrics); move it away to resume.")
+    return [row for row in rows[1:] if int(row[0]) <= last_epoch]
+
+
+def _named_shapes(tree) -> dict[str, tuple[int, ...]]:
+    """{'params.decoder.out.kernel': shape, ...} for a state or orbax's metadata of one."""
+    def name(path):
+        return ".".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k))))
+                        for k in path)
+    return {name(path): tuple(leaf.shape)
+            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _model_mismatch(step_dir, abstract) -> str | None:
+    """How the checkpoint in ``step_dir`` differs from ``abstract`` in names or shapes.
+
+    None when they agree, or when the checkpoint's metadata cannot be read (then the
+    checkpoint is corrupt, not of another model).
+    """
+    import orbax.checkpoint as ocp
+
+    try:
+        stored = _named_shapes(ocp.StandardCheckpointer().metadata(step_dir / "default")
+                               .item_metadata.tree)
+    except Exception:  # unreadable metadata: reported as corrupt by the caller
+        return None
+    expected = _named_shapes(abstract)
+    def params_first(names):  # parameters say more to a user than optimiser moments
+        return sorted(names, key=lambda name: (not name.startswith("params"), name))
+
+    if stored.keys() != expected.keys():
+        parts = []
+        for names, what in ((expected.keys() - stored.keys(), "lacks {} arrays this model has"),
+                            (stored.keys() - expected.keys(), "holds {} arrays this model lacks")):
+            if names:
+                shown = ", ".join(f"`{name}`" for name in params_first(names)[:2])
+                parts.append(f"it {what.format(len(names))} ({shown}, ...)")
+        return "; ".join(parts)
+    differing = params_first(name for name in expected if stored[name] != expected[name])
+    if not differing:
+        return None
+    first = differing[0]
+    return (f"{len(differing)} arrays differ in shape, e.g. `{first}` is {stored[first]} there "
+            f"but {expected[first]} for this config (population size P and the layer sizes "
+            "set these shapes)")
+
+
+def _short(err: BaseException) -> str:
+    """The gist of an orbax/tensorstore error: its first line without the spec dump, and
+    of a long one its start (the kind of error) and end (the innermost cause)."""
+    lines = str(err).split("[tensorstore_spec", 1)[0].strip().splitlines()
+    text = lines[0] if lines else type(err).__name__
+    return text if len(text) <= 320 else f"{text[:100]} ... {text[-200:]}"
+
+
+def _restore_checkpoint(manager, step: int, state: TrainState, checkpoint_dir) -> TrainState:
+    """Restores checkpoint ``step`` into the shapes and shardings of ``state``.
+
+    Raises ValueError naming the step folder when it holds another model (different
+    shapes or arrays) or is corrupt or truncated. Orbax commits a step folder by renaming
+    it once complete, so a killed run never leaves a partial one; a committed folder that
+    does not restore was damaged afterwards. We do not fall back to an older checkpoint
+    silently: the message says which folder to delete to resume from the previous one
+    (training is deterministic, so the result is the same).
+    """
+    import orbax.checkpoint as ocp
+
+    step_dir = (checkpoint_dir / str(step)).absolute()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    # orbax and tensorstore raise ValueError, KeyError, TypeError, RuntimeError, OSError...
+    except Exception as err:
+        mismatch = _model_mismatch(step_dir, abstract)
+        if mismatch is not None:
+            raise ValueError(
+                f"checkpoint {str(step_dir)!r} was written by a different model: {mismatch}. "
+                "Use a new --workdir, or the config that wrote it.") from err
+        earlier = [s for s in manager.all_steps() if s < step]
+        resume = (f"delete that folder to resume from the previous checkpoint (epoch "
+                  f"{max(earlier)})" if earlier else "delete it to start again from epoch 0")
+        raise ValueError(
+            f"checkpoint {str(step_dir)!r} is corrupt or truncated ({_short(err)}); {resume}"
+            " (training is deterministic: the result is the same), or use a new --workdir."
+        ) from err
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
@@ -383,7 +567,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
 
     from vaejax import io as io_lib
 
+    ignored = check_config_keys(config)
+    if ignored:  # a typo such as `learnin_rate` would otherwise go unnoticed
+        print(f"[vaejax] warning: training ignores the config keys "
+              f"{', '.join(f'`{k}`' for k in ignored)} (not in "
+              "experiments/configs/default.py).", flush=True)
+    _check_config_types(config)
     workdir = io_lib.prepare_workdir(workdir)
+    io_lib.remove_stale_temporaries(workdir)  # left by a run killed while writing a file
     if config.dataset not in data_lib.DATASETS:
         raise ValueError(f"config `dataset`={config.dataset!r} is unknown; expected one of "
                          f"{', '.join(data_lib.DATASETS)}.")
@@ -417,13 +608,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir) -> dict:
     start_epoch = 0
     if manager.latest_step() is not None:
         start_epoch = manager.latest_step()
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        try:
-            state = manager.restore(start_epoch, args=ocp.args.StandardRestore(abstract))
-        except (ValueError, KeyError, TypeError) as err:
-            raise ValueError(
-                f"checkpoint {start_epoch} in {str(workdir / 'checkpoints')!r} does not match "
-                f"this model/config ({err}); use a new --workdir.") from err
+        state = _restore_checkpoint(manager, start_epoch, state, workdir / "checkpoints")
         print(f"[vaejax] resumed from epoch {start_epoch} in {workdir}", flush=True)
     io_lib.atomic_write_text(workdir / "config.json", config.to_json_best_effort(indent=2) + "\n")
 
