@@ -27,7 +27,6 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.io
 import scipy.special
-import sklearn.datasets
 
 DATASETS = ("digits", "mnist", "fashion_mnist", "binarized_mnist", "frey_face", "synthetic")
 BINARIZATIONS = ("static", "threshold")
@@ -239,6 +238,8 @@ def epoch_batches(key: jax.Array, data: jax.typing.ArrayLike, batch_size: int) -
 
 def _load_digits(seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
     """scikit-learn's bundled 8x8 digits: [1500, 64] train and [297, 64] test."""
+    import sklearn.datasets  # 2 s to import: only when the digits are asked for
+
     images = sklearn.datasets.load_digits().data.astype(np.float32) / _DIGITS_MAX_VALUE
     train_indices, test_indices = split_indices(len(images), _DIGITS_NUM_TEST, seed)
     return images[train_indices], images[test_indices], (8, 8)
