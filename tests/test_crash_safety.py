@@ -228,3 +228,23 @@ def test_killed_five_times_then_equal_to_an_uninterrupted_run(tmp_path):
     print(f"\n[crash safety] survived {kills} SIGKILLs and a NaN stop (seed {SEED}: "
           f"checkpoint {e1} begun, checkpoint {e2} uncommitted, metrics.csv half-written, "
           f"a random moment; NaN in epoch {bad_epoch})")
+
+
+# Ways to write a file other than through vaejax.io (temporary file + os.replace).
+_DIRECT_WRITES = re.compile(
+    r"\.write_text\(|\.write_bytes\(|\bopen\([^)]*['\"][wax]b?\+?['\"]|savefig\(\s*(?!buffer)"
+    r"|np\.save\w*\(|\.to_csv\(|json\.dump\(|pickle\.dump\(")
+
+
+def test_result_files_are_written_only_through_vaejax_io():
+    """Every CSV, JSON, figure and report goes through vaejax.io's atomic writers, so a kill
+    leaves the previous complete file or the new one (metrics.csv: the test above)."""
+    offenders = []
+    for folder in ("vaejax", "experiments"):
+        for path in sorted((REPO / folder).rglob("*.py")):
+            if path.name == "io.py" and folder == "vaejax":
+                continue
+            for number, line in enumerate(path.read_text().splitlines(), 1):
+                if _DIRECT_WRITES.search(line.split("#")[0]):
+                    offenders.append(f"{path.relative_to(REPO)}:{number}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
