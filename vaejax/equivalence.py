@@ -64,20 +64,31 @@ class EquivalenceReport:
     nll_grad_norm: jax.Array  # [S, L] ||grad(-log N)||
 
 
-def _leaf_stats(nll_grads, ref_grads, factor):
-    """Per-leaf dot, squared norms and squared residual for one (sigma, sample) pair."""
+def _squared_norm(leaf: jax.Array) -> jax.Array:
+    return jnp.sum(jnp.square(leaf))
 
-    def stats(g_nll, g_ref):
-        g_nll, g_ref = jnp.ravel(g_nll), jnp.ravel(g_ref)
+
+def _leaf_stats(nll_grads, ref_grads, factor, nll_sq=None, ref_sq=None):
+    """Per-leaf dot, squared norms and squared residual for one (sigma, sample) pair.
+
+    Sums run over each leaf's own axes: raveling first would make XLA copy (transpose)
+    every vmapped gradient. ``nll_sq`` and ``ref_sq`` (trees of scalars) may be passed in
+    when already computed: the first is shared by the three conventions, the second by
+    every sigma.
+    """
+    nll_sq = jax.tree.map(_squared_norm, nll_grads) if nll_sq is None else nll_sq
+    ref_sq = jax.tree.map(_squared_norm, ref_grads) if ref_sq is None else ref_sq
+
+    def stats(g_nll, g_ref, g_nll_sq, g_ref_sq):
         return {
-            "dot": jnp.vdot(g_nll, g_ref),
-            "nll_sq": jnp.vdot(g_nll, g_nll),
-            "ref_sq": jnp.vdot(g_ref, g_ref),
+            "dot": jnp.sum(g_nll * g_ref),
+            "nll_sq": g_nll_sq,
+            "ref_sq": g_ref_sq,
             # The residual is formed directly, not from norms, to avoid cancellation.
             "residual_sq": jnp.sum(jnp.square(g_nll - factor * g_ref)),
         }
 
-    return jax.tree.map(stats, nll_grads, ref_grads)
+    return jax.tree.map(stats, nll_grads, ref_grads, nll_sq, ref_sq)
 
 
 def _summarise(leaf_stats: dict, factor: jax.Array) -> GradientComparison:
@@ -157,15 +168,19 @@ def compare_gradients(
         for name, loss in references.items()
     }
 
+    # Their squared norms neither: [L] per leaf, computed once rather than once per sigma.
+    ref_sq = {name: jax.vmap(lambda g: jax.tree.map(_squared_norm, g))(grads)
+              for name, grads in ref_grads.items()}
+
+    def per_sample(nll_grad, refs, refs_sq, sigma):
+        nll_sq = jax.tree.map(_squared_norm, nll_grad)  # shared by the three conventions
+        return {name: _leaf_stats(nll_grad, refs[name], CONVENTIONS[name](sigma, num_dims),
+                                  nll_sq, refs_sq[name])
+                for name in references}
+
     def per_sigma(sigma):
         nll_grads = jax.vmap(jax.grad(nll), in_axes=(None, 0, None))(params, latents, sigma)
-        out = {}
-        for name in references:
-            factor = CONVENTIONS[name](sigma, num_dims)
-            out[name] = jax.vmap(_leaf_stats, in_axes=(0, 0, None))(
-                nll_grads, ref_grads[name], factor
-            )
-        return out
+        return jax.vmap(per_sample, in_axes=(0, 0, 0, None))(nll_grads, ref_grads, ref_sq, sigma)
 
     if sigma_chunk_size is None:
         stats = jax.vmap(per_sigma)(sigmas)

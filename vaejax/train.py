@@ -182,9 +182,13 @@ class Trainer:
             return decoder_log_likelihood(likelihood, batch, outputs, sigma=sigma)
 
         terms = elbo(key, mean, log_var, log_likelihood, num_samples=self.config.num_samples)
-        # AEVB's N(0, I) prior on the parameters: weight_decay = 1/N makes it per datapoint.
-        decay = 0.5 * self.config.weight_decay * _squared_norm(params)
-        loss = terms.loss(beta) + decay
+        loss = terms.loss(beta)
+        if self.config.weight_decay:
+            # AEVB's N(0, I) prior on the parameters: weight_decay = 1/N makes it per datapoint.
+            decay = 0.5 * self.config.weight_decay * _squared_norm(params)
+        else:  # A static zero: no pass over the parameters and no 0 * params in the gradient.
+            decay = jnp.zeros_like(loss)
+        loss = loss + decay
         return loss, StepMetrics(loss=loss, recon=jnp.mean(terms.recon), kl=jnp.mean(terms.kl),
                                  weight_decay=decay)
 
@@ -198,7 +202,17 @@ class Trainer:
         return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     def population_step(self, state: TrainState, batch: jax.Array, hyper: Hyper):
-        """One step of every member on the same batch: vmapped over the [P] axis."""
+        """One step of every member on the same batch: vmapped over the [P] axis.
+
+        A population of one takes the member step unbatched: vmap over a [1] axis gives
+        batched matmuls that XLA:CPU lays out with transposing copies (about a third of an
+        MNIST-size step, ``benchmarks/train_step.py``).
+        """
+        if state.step.shape[0] == 1:
+            member, member_hyper = jax.tree.map(lambda leaf: leaf[0], (state, hyper))
+            new_state, metrics = self.member_step(member, batch, member_hyper.sigma,
+                                                  member_hyper.beta, member_hyper.seed)
+            return jax.tree.map(lambda leaf: leaf[None], (new_state, metrics))
         return jax.vmap(self.member_step, in_axes=(0, None, 0, 0, 0))(
             state, batch, hyper.sigma, hyper.beta, hyper.seed)
 
