@@ -130,7 +130,7 @@ def _metrics_without_wall_time(workdir: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if k != "wall_s"} for row in csv.DictReader(f)]
 
 
-def test_killed_five_times_then_equal_to_an_uninterrupted_run(tmp_path):
+def test_killed_four_times_and_stopped_by_a_nan_then_equal_to_an_uninterrupted_run(tmp_path):
     rng = np.random.default_rng(SEED)
     crashed, uninterrupted, cache = tmp_path / "crashed", tmp_path / "uninterrupted", (
         tmp_path / "jax_cache")
