@@ -27,6 +27,7 @@ EXPERIMENTS = (
     ("4. Bernoulli, BCE and the continuous Bernoulli", "bernoulli_bce"),
     ("5. How many Monte-Carlo samples?", "mc_samples"),
     ("6. The learned-variance trap", "learned_variance"),
+    ("7. AEVB figures 2-5: AEVB against wake-sleep", "aevb"),
 )
 
 

@@ -281,3 +281,6 @@ def test_configs_keep_the_training_cli_keys_and_follow_overrides():
     assert full.num_train_samples == 10**8 and full.fig3_iwae_samples == 5000
     assert tuple(full.learning_rates) == (0.01, 0.02, 0.1)
     assert tuple(aevb_frey.get_config(None).latent_sizes) == (2, 5, 10, 20)
+    for variant in ("gpu", "0", "-3"):
+        with pytest.raises(ValueError, match=f"variant '{variant}'.*latent size"):
+            aevb_digits.get_config(variant)

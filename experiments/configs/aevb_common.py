@@ -41,6 +41,9 @@ def aevb_config(arg: str | None, *, dataset: str, likelihood: str, hidden: int,
         config.checkpoint_every_epochs = 1
         smoke_experiment_keys(config)
     elif arg not in (None, ""):
+        if not arg.isdigit() or int(arg) < 1:
+            raise ValueError(f"Unknown config variant {arg!r}; expected 'smoke', a latent size "
+                             "(e.g. '20') or nothing.")
         config.latent = int(arg)
     return config
 
