@@ -144,13 +144,19 @@ def time_large_matmul(size: int = 2048) -> Callable[[], Any]:
     return lambda: block(matmul(a, b))
 
 
-def write_record(name: str, record: dict[str, Any], out: str | os.PathLike | None = None) -> Path:
-    """Writes ``record`` (with the machine facts) as JSON to ``out`` or results/<name>.json."""
+def write_record(name: str, record: dict[str, Any], out: str | os.PathLike | None = None,
+                 argv: list[str] | None = None) -> Path:
+    """Writes ``record`` (with the machine facts) as JSON to ``out`` or results/<name>.json.
+
+    ``argv`` (the arguments ``main`` was given; None: the command line) goes into the
+    record as the command that reproduces it.
+    """
     from vaejax.io import write_json
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     record = {"benchmark": name, "machine": machine(),
               "command": " ".join([Path(sys.executable).name, "-m", f"benchmarks.{name}",
-                                   *sys.argv[1:]]),
+                                   *argv]),
               **record}
     path = Path(out) if out else RESULTS / f"{name}.json"
     write_json(path, _finite_or_none(record))
@@ -179,18 +185,16 @@ def run_child(code: str, *, env: dict[str, str] | None = None,
     would exhaust the shared machine fails alone. Returns the parsed JSON plus ``returncode``
     (and ``stderr_tail`` on failure).
     """
-    import resource
-
-    def limit():
-        if memory_limit_bytes is not None:
-            resource.setrlimit(resource.RLIMIT_AS, (memory_limit_bytes, memory_limit_bytes))
-
+    if memory_limit_bytes is not None:
+        # Set by the child itself: a preexec_fn would fork a process that runs JAX threads.
+        code = (f"import resource; resource.setrlimit(resource.RLIMIT_AS, "
+                f"({int(memory_limit_bytes)}, {int(memory_limit_bytes)}))\n{code}")
     full_env = {**os.environ, **(env or {})}
     repo = str(Path(__file__).resolve().parents[1])
     full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [repo, full_env.get("PYTHONPATH")]))
     try:
         proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              env=full_env, preexec_fn=limit, timeout=timeout, cwd=repo)
+                              env=full_env, timeout=timeout, cwd=repo)
     except subprocess.TimeoutExpired:
         return {"returncode": None, "error": f"timed out after {timeout} s"}
     result: dict[str, Any] = {"returncode": proc.returncode}

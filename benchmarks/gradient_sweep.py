@@ -149,7 +149,7 @@ def main(argv=None) -> int:
     record = {"threads": threads, "torch_available": torch is not None, "rows": rows,
               "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
               "targets": {"speedup_fused_vs_loop": 20.0, "speedup_fused_vs_torch_func": 2.0}}
-    path = common.write_record("gradient_sweep", record, args.out)
+    path = common.write_record("gradient_sweep", record, args.out, argv)
     print(f"gradient sweep {args.sigmas} sigmas x {args.samples} samples x batch {args.batch} x "
           f"{args.dims}; {threads} threads; medians of {args.repeats} interleaved repeats")
     common.print_table(

@@ -1,87 +1,155 @@
 """Population training: P models in one vmapped jitted epoch against one model at a time.
 
-    python -m benchmarks.population_training [--sizes 1 4 16 64] [--repeats 5] [--smoke]
+    python -m benchmarks.population_training [--sizes 1 4 16 64] [--repeats 5]
+                                             [--no-profile] [--smoke] [--out PATH]
 
-Both sides run in this one process, alternating, so machine noise hits them alike.
-Prints the median seconds per epoch, model-steps/s and the ratio to P sequential
-single-model epochs; writes benchmarks/results/population_training.json.
+The default digits model (64-200-8, Gaussian decoder with a fixed sigma per member,
+batch 100, Adam): one population of P members (sigmas on a log grid) trained by ONE
+``jax.jit(Trainer.epoch)`` (a ``lax.scan`` over the epoch's 15 batches, the member step
+vmapped), against the same epoch of a single model. The two sides run interleaved, repeat
+by repeat, so machine noise hits them alike; the ratio is P x (seconds per single-model
+epoch) / (seconds per population epoch), i.e. the speed-up over P sequential runs.
+
+With the profile on (the default), one epoch of each size is traced with
+``jax.profiler`` and the time of the compiled program's operations is summed by kind
+(matrix products, elementwise fusions, random numbers, copies and transposes, the rest),
+per member-step: where the time goes, and why a larger P does or does not amortise it.
+
+Writes benchmarks/results/population_training.json.
 """
 
 from __future__ import annotations
 
 import argparse
-import platform
-import time
-from pathlib import Path
+import collections
+import glob
+import gzip
+import json
+import re
+import tempfile
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from benchmarks import common
 from experiments.configs import default
 from vaejax import data as data_lib
-from vaejax.io import write_json
 from vaejax.train import Trainer, make_hyper, make_model
 
-
-def _trainer(size: int, config):
-    config = config.copy_and_resolve_references()
-    config.population.sigma = tuple(np.logspace(-1.5, 0, size).tolist()) if size > 1 else None
-    dataset = data_lib.load_dataset(config.dataset)
-    trainer = Trainer(make_model(config, dataset.num_dims), config, dataset.num_dims)
-    hyper = make_hyper(config)
-    return trainer, hyper, jnp.asarray(dataset.train)
+# Names XLA:CPU gives the operations of a compiled program (thunks) in a profiler trace.
+_KINDS = (
+    ("matmul", re.compile(r"^(dot|ynn_fusion|.*dot_general|.*convolution)")),
+    ("random numbers", re.compile(r"(threefry|rng|random)", re.I)),
+    ("copy / transpose", re.compile(r"(copy|transpose)")),
+    ("elementwise fusion", re.compile(r"fusion")),
+)
+_PROGRAM_EVENTS = re.compile(r"^(ThunkExecutor|\$|while|conditional|call)")
 
 
 class _Runner:
-    """A compiled epoch and its live state; ``time_one()`` times one more epoch."""
+    """A compiled epoch of a population of ``size`` and its live state."""
 
-    def __init__(self, trainer, hyper, train_data):
+    def __init__(self, size: int, config):
+        config = config.copy_and_resolve_references()
+        config.population.sigma = tuple(np.logspace(-1.5, 0, size).tolist()) if size > 1 else None
+        dataset = data_lib.load_dataset(config.dataset)
+        trainer = Trainer(make_model(config, dataset.num_dims), config, dataset.num_dims)
+        self.size, self.hyper = size, make_hyper(config)
+        self.data = jnp.asarray(dataset.train)
+        self.steps = data_lib.num_batches(dataset.train.shape[0], config.batch_size)
         self.epoch = jax.jit(trainer.epoch, donate_argnums=(0,))
-        self.hyper, self.data, self.index = hyper, train_data, 0
-        self.state = jax.jit(trainer.init)(hyper)
-        self.time_one()  # compile
+        self.state, self.index = jax.jit(trainer.init)(self.hyper), 0
 
-    def time_one(self) -> float:
-        tic = time.perf_counter()
+    def __call__(self):
         self.state, metrics = self.epoch(self.state, self.data, jnp.int32(self.index), self.hyper)
-        jax.block_until_ready(metrics)
         self.index += 1
-        return time.perf_counter() - tic
+        common.block(metrics)
+
+
+def op_kind(name: str) -> str | None:
+    """The kind of a traced operation (None for the enclosing program events)."""
+    if _PROGRAM_EVENTS.match(name):
+        return None
+    for kind, pattern in _KINDS:
+        if pattern.search(name):
+            return kind
+    return "other"
+
+
+def profile_epoch(runner: _Runner) -> dict[str, float]:
+    """Microseconds per member-step spent in each kind of operation, from one traced epoch."""
+    with tempfile.TemporaryDirectory() as log_dir:
+        jax.profiler.start_trace(log_dir, create_perfetto_trace=True)
+        try:
+            runner()
+        finally:
+            jax.profiler.stop_trace()
+        paths = glob.glob(f"{log_dir}/**/*.trace.json.gz", recursive=True)
+        if not paths:
+            return {}
+        with gzip.open(paths[0]) as f:
+            events = json.load(f)["traceEvents"]
+    totals: collections.Counter = collections.Counter()
+    for event in events:
+        if event.get("ph") == "X" and (kind := op_kind(event.get("name", ""))):
+            totals[kind] += event.get("dur", 0.0)
+    member_steps = runner.size * runner.steps
+    return {kind: totals[kind] / member_steps for kind in [k for k, _ in _KINDS] + ["other"]}
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[1, 4, 16, 64])
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=None,
+                        help="population sizes (default 1 4 16 64; smoke: 1 3)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-profile", action="store_true", help="skip the traced epochs")
     parser.add_argument("--smoke", action="store_true", help="tiny model (CI smoke run)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" /
-                                             "population_training.json"))
+    parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
+    sizes = args.sizes or ([1, 3] if args.smoke else [1, 4, 16, 64])
     config = default.get_config("smoke" if args.smoke else None)
-    steps = data_lib.num_batches(1500, config.batch_size)
-    single = _Runner(*_trainer(1, config))
-    results = {"device": str(jax.devices()[0]), "machine": platform.machine(),
-               "steps_per_epoch": steps, "batch_size": config.batch_size,
-               "hidden": config.hidden, "latent": config.latent, "rows": []}
-    print(f"{'P':>4} {'s/epoch(P)':>11} {'s/epoch(1)':>11} {'model-steps/s':>14} {'ratio':>7}")
-    for size in args.sizes:
-        pop = _Runner(*_trainer(size, config))
-        # Alternate the two sides repeat by repeat so both see the same machine load.
-        pop_times, one_times = [], []
-        for _ in range(args.repeats):
-            pop_times.append(pop.time_one())
-            one_times.append(single.time_one())
-        pop_s, one_s = float(np.median(pop_times)), float(np.median(one_times))
-        ratio = (size * one_s) / pop_s  # P sequential single-model epochs vs one population epoch
-        row = {"population": size, "seconds_per_epoch": pop_s, "single_seconds_per_epoch": one_s,
-               "model_steps_per_second": size * steps / pop_s,
-               "single_model_steps_per_second": steps / one_s, "speedup_vs_sequential": ratio}
-        results["rows"].append(row)
-        print(f"{size:>4} {pop_s:>11.4f} {one_s:>11.4f} {row['model_steps_per_second']:>14.0f} "
-              f"{ratio:>6.2f}x")
-    write_json(args.out, results)
-    print(f"wrote {args.out}")
+    single = _Runner(1, config)
+    single()  # compile
+    rows = []
+    for size in sizes:
+        pop = _Runner(size, config)
+        pop()  # compile
+        times = common.interleaved({"population": pop, "single": single},
+                                   repeats=args.repeats, warmup=0)
+        pop_s = common.summary(times["population"])
+        one_s = common.summary(times["single"])
+        row = {"population": size, "seconds_per_epoch": pop_s["median_s"],
+               "single_seconds_per_epoch": one_s["median_s"], "population_timing": pop_s,
+               "single_timing": one_s,
+               "model_steps_per_second": size * pop.steps / pop_s["median_s"],
+               "single_model_steps_per_second": pop.steps / one_s["median_s"],
+               "speedup_vs_sequential": common.ratio(size * one_s["median_s"],
+                                                     pop_s["median_s"])}
+        if not args.no_profile:
+            row["profile_us_per_member_step"] = profile_epoch(pop)
+        rows.append(row)
+    record = {"model": f"digits {config.hidden}-{config.latent}, batch {config.batch_size}, "
+                       f"{config.optimizer}, one sigma per member",
+              "steps_per_epoch": single.steps, "batch_size": config.batch_size,
+              "hidden": config.hidden, "latent": config.latent, "rows": rows,
+              "targets": {"speedup_vs_sequential_at_16": 3.0}}
+    path = common.write_record("population_training", record, args.out, argv)
+    print(f"population training, {record['model']}; medians of {args.repeats} interleaved "
+          "epochs (population, single, ...)")
+    common.print_table(["P", "s/epoch(P)", "s/epoch(1)", "model-steps/s", "x sequential"],
+                       [[r["population"], r["seconds_per_epoch"], r["single_seconds_per_epoch"],
+                         r["model_steps_per_second"], r["speedup_vs_sequential"]]
+                        for r in rows])
+    if not args.no_profile:
+        kinds = [k for k, _ in _KINDS] + ["other"]
+        print("profile: microseconds per member-step by kind of operation (one traced epoch)")
+        common.print_table(["P", *kinds, "total"],
+                           [[r["population"], *[r["profile_us_per_member_step"].get(k, 0.0)
+                                                for k in kinds],
+                             sum(r["profile_us_per_member_step"].values())] for r in rows])
+    print(f"wrote {path}")
     return 0
 
 

@@ -168,7 +168,7 @@ def main(argv=None) -> int:
                           "fraction_of_peak_at_batch_ge_1000": 0.75}}
     if args.smoke:
         record["model"] = "smoke: 784-16-2"
-    path = common.write_record("train_step", record, args.out)
+    path = common.write_record("train_step", record, args.out, argv)
     print(f"train step, {record['model']}; {threads} threads (JAX and torch); "
           f"medians of {args.repeats} interleaved repeats")
     table = []

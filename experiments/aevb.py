@@ -512,7 +512,7 @@ def figure5(samples, panels, datasets, config):
 
     names = [n for n in samples if samples[n]]
     cols = max(len(samples[n]) for n in names)
-    fig, axes = plt.subplots(len(names), cols, figsize=(3.2 * cols, 3.4 * len(names)),
+    fig, axes = plt.subplots(len(names), cols, figsize=(3.2 * cols, 3.6 * len(names) + 0.4),
                              squeeze=False)
     per_row = max(1, int(math.ceil(math.sqrt(config.num_sample_images))))
     for r, name in enumerate(names):

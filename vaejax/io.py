@@ -21,6 +21,15 @@ _TEMPORARY_SUFFIX = ".tmp"
 _TEMPORARY_NAME = re.compile(r"^\..+\.[a-z0-9_]{8}" + re.escape(_TEMPORARY_SUFFIX) + "$")
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it is to set it: done once, at import
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _read_umask()
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     """Writes ``data`` to ``path`` via a temporary file and ``os.replace``.
 
@@ -33,6 +42,8 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                suffix=_TEMPORARY_SUFFIX)
     try:
+        # mkstemp makes the file 0600; give it the mode open() would (0666 less the umask).
+        os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

@@ -9,14 +9,15 @@ from {0.01, 0.02, 0.1} on the training bound, M = 100, L = 1, the N(0, I) parame
 on the 1500 training / 297 test 8x8 digits, as two panels:
 
 * ``bernoulli``, the MNIST analogue: Bernoulli decoder on dynamically binarised digits
-  (the bounds use one fixed binarisation of each split), Nz in {3, 5, 10, 20, 200};
+  (the bounds use one fixed binarisation of each split), Nz in {3, 5, 10, 20} (the
+  paper's 200 only in the MNIST config: it exceeds the 64 pixels and costs a quarter of the run);
 * ``gaussian``, the Frey Face analogue: Gaussian decoder with a learned per-pixel variance
   and a sigmoid mean on the grey digits, dequantised (x = (k + u)/17 for grey level k of
   0..16, u ~ U[0, 1)) so that the density is bounded (see the learned-variance trap),
   Nz in {2, 5, 10, 20}.
 
 Both panels use 100 tanh hidden units for D = 64 (the paper: 500 and 200 for D = 784 and
-560), the step size is chosen after 5e4 samples and training stops at 4e5 samples per
+560), the step size is chosen after 1e5 samples and training stops at 4e5 samples per
 model (the paper: 1e8).
 Figure 3 uses Nz = 3 and 100 hidden units on 1000 and all 1500 training digits with the
 IWAE bound at K = 5000 on 100 train and 100 test examples.
@@ -44,7 +45,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     if smoke:
         config.eval_examples = 200
         return config
-    config.select_samples = 50_000
+    # Nz = 200 (more latents than the 64 pixels) is left to the MNIST config: on digits it
+    # costs a quarter of the run.
+    config.latent_sizes = (3, 5, 10, 20)
+    # From N(0, 0.01^2) weights every model first sits near the z-ignoring bound for ~5e4
+    # samples; the step sizes are compared once they have left it.
+    config.select_samples = 100_000
     config.num_train_samples = 400_000
     config.first_eval_samples = 1000
     config.num_eval_points = 14
