@@ -16,6 +16,7 @@ import json
 import math
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
@@ -142,6 +143,60 @@ def time_large_matmul(size: int = 2048) -> Callable[[], Any]:
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
     matmul = jax.jit(jnp.matmul)
     return lambda: block(matmul(a, b))
+
+
+# Names XLA:CPU gives the operations of a compiled program (thunks) in a profiler trace.
+_KINDS = (
+    ("matmul", re.compile(r"^(dot|ynn_fusion|.*dot_general|.*convolution)")),
+    ("random numbers", re.compile(r"(threefry|rng|random)", re.I)),
+    ("copy / transpose", re.compile(r"(copy|transpose)")),
+    ("elementwise fusion", re.compile(r"fusion")),
+)
+_PROGRAM_EVENTS = re.compile(r"^(ThunkExecutor|\$|while|conditional|call)")
+
+
+OP_KINDS = [kind for kind, _ in _KINDS] + ["other"]
+
+
+def op_kind(name: str) -> str | None:
+    """The kind of a traced operation (None for the enclosing program events)."""
+    if _PROGRAM_EVENTS.match(name):
+        return None
+    for kind, pattern in _KINDS:
+        if pattern.search(name):
+            return kind
+    return "other"
+
+
+def profile_by_kind(call: Callable[[], Any], per: int) -> dict[str, float]:
+    """Traces one ``call()`` with ``jax.profiler``; microseconds per unit by kind of operation.
+
+    The compiled program's operations (XLA:CPU thunks) are summed by kind (matrix products,
+    random numbers, copies and transposes, elementwise fusions, the rest) and divided by
+    ``per`` (e.g. the steps the call ran). Tracing adds a little time to every operation.
+    """
+    import glob
+    import gzip
+    import tempfile
+
+    import jax
+
+    with tempfile.TemporaryDirectory() as log_dir:
+        jax.profiler.start_trace(log_dir, create_perfetto_trace=True)
+        try:
+            call()
+        finally:
+            jax.profiler.stop_trace()
+        paths = glob.glob(f"{log_dir}/**/*.trace.json.gz", recursive=True)
+        if not paths:
+            return {}
+        with gzip.open(paths[0]) as f:
+            events = json.load(f)["traceEvents"]
+    totals = dict.fromkeys(OP_KINDS, 0.0)
+    for event in events:
+        if event.get("ph") == "X" and (kind := op_kind(event.get("name", ""))):
+            totals[kind] += event.get("dur", 0.0)
+    return {kind: value / per for kind, value in totals.items()}
 
 
 def write_record(name: str, record: dict[str, Any], out: str | os.PathLike | None = None,

@@ -23,7 +23,7 @@ Measured:
   process (only sides that ran under the memory cap in a child are run here);
 * peak memory: each (K, chunk size) runs once in a fresh child process whose address space
   is capped at ``--memory-cap-gib`` (RLIMIT_AS, so the shared machine is safe); it reports
-  ``ru_maxrss`` after compiling and after the run, and XLA's own estimate
+  its peak RSS (VmHWM) after compiling and after the run, and XLA's own estimate
   (``jax.jit(f).lower(...).compile().memory_analysis()``: arguments + outputs + temporaries);
 * the out-of-memory point: the unchunked side runs at increasing K (``--oom-samples``) until
   a child fails (MemoryError, an XLA allocation error, or a non-zero exit), and the chunked
@@ -145,6 +145,18 @@ def xla_memory(compiled) -> dict:
 
 
 def _max_rss_mib() -> float:
+    """This process's peak resident memory (MiB).
+
+    /proc's VmHWM belongs to the process's own address space; ``ru_maxrss`` can carry the
+    peak of the parent that spawned it (subprocess's vfork/posix_spawn path), which made
+    every child report the parent's 9 GiB.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
@@ -486,7 +498,7 @@ def run(args, spec: dict, problem, probe: MemoryProbe, threads: int) -> dict:
         "dims": args.dims, "hidden": hidden, "latent": latent, "chunk_sizes": chunks,
         "threads": threads, "repeats": args.repeats, "memory_cap_gib": args.memory_cap_gib,
         "memory_jobs": args.jobs,
-        "memory_measure": "ru_maxrss of a fresh child (RLIMIT_AS capped); XLA: "
+        "memory_measure": "VmHWM (peak RSS) of a fresh child (RLIMIT_AS capped); XLA: "
                           "compile().memory_analysis() arguments + outputs - aliases + temps",
         "timing": timing, "memory": memory, "unchunked_comparison": comparison,
         "oom_search": search, "ratios": _ratios(memory, timing, comparison, k),

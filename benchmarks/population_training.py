@@ -21,12 +21,6 @@ Writes benchmarks/results/population_training.json.
 from __future__ import annotations
 
 import argparse
-import collections
-import glob
-import gzip
-import json
-import re
-import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -36,15 +30,6 @@ from benchmarks import common
 from experiments.configs import default
 from vaejax import data as data_lib
 from vaejax.train import Trainer, make_hyper, make_model
-
-# Names XLA:CPU gives the operations of a compiled program (thunks) in a profiler trace.
-_KINDS = (
-    ("matmul", re.compile(r"^(dot|ynn_fusion|.*dot_general|.*convolution)")),
-    ("random numbers", re.compile(r"(threefry|rng|random)", re.I)),
-    ("copy / transpose", re.compile(r"(copy|transpose)")),
-    ("elementwise fusion", re.compile(r"fusion")),
-)
-_PROGRAM_EVENTS = re.compile(r"^(ThunkExecutor|\$|while|conditional|call)")
 
 
 class _Runner:
@@ -67,35 +52,9 @@ class _Runner:
         common.block(metrics)
 
 
-def op_kind(name: str) -> str | None:
-    """The kind of a traced operation (None for the enclosing program events)."""
-    if _PROGRAM_EVENTS.match(name):
-        return None
-    for kind, pattern in _KINDS:
-        if pattern.search(name):
-            return kind
-    return "other"
-
-
 def profile_epoch(runner: _Runner) -> dict[str, float]:
     """Microseconds per member-step spent in each kind of operation, from one traced epoch."""
-    with tempfile.TemporaryDirectory() as log_dir:
-        jax.profiler.start_trace(log_dir, create_perfetto_trace=True)
-        try:
-            runner()
-        finally:
-            jax.profiler.stop_trace()
-        paths = glob.glob(f"{log_dir}/**/*.trace.json.gz", recursive=True)
-        if not paths:
-            return {}
-        with gzip.open(paths[0]) as f:
-            events = json.load(f)["traceEvents"]
-    totals: collections.Counter = collections.Counter()
-    for event in events:
-        if event.get("ph") == "X" and (kind := op_kind(event.get("name", ""))):
-            totals[kind] += event.get("dur", 0.0)
-    member_steps = runner.size * runner.steps
-    return {kind: totals[kind] / member_steps for kind in [k for k, _ in _KINDS] + ["other"]}
+    return common.profile_by_kind(runner, runner.size * runner.steps)
 
 
 def main(argv=None) -> int:
@@ -143,7 +102,7 @@ def main(argv=None) -> int:
                          r["model_steps_per_second"], r["speedup_vs_sequential"]]
                         for r in rows])
     if not args.no_profile:
-        kinds = [k for k, _ in _KINDS] + ["other"]
+        kinds = common.OP_KINDS
         print("profile: microseconds per member-step by kind of operation (one traced epoch)")
         common.print_table(["P", *kinds, "total"],
                            [[r["population"], *[r["profile_us_per_member_step"].get(k, 0.0)

@@ -116,6 +116,8 @@ def bench_batch_size(batch_size: int, args, torch) -> dict:
     sides["peak_matmul"] = common.time_large_matmul(peak_size)
 
     times = common.interleaved(sides, repeats=args.repeats, warmup=1)
+    # Where vaejax's step spends its time, by kind of operation (one traced epoch).
+    profile = {} if args.no_profile else common.profile_by_kind(vaejax_epoch, steps)
     flops_step = matmul_flops_per_step(batch_size, num_dims, config.hidden, config.latent)
     peak = 2 * peak_size**3 / float(np.median(times["peak_matmul"]))
     # XLA's own count for one step (matmuls and elementwise), for comparison.
@@ -125,6 +127,7 @@ def bench_batch_size(batch_size: int, args, torch) -> dict:
     row = {"batch_size": batch_size, "steps_per_dispatch": steps,
            "matmul_flops_per_step": flops_step, "xla_flops_per_step": xla_flops,
            "peak_matmul_gflops": peak / 1e9, "relative_loss_mismatch_vs_torch": loss_mismatch,
+           "vaejax_profile_us_per_step": profile,
            "sides": {}}
     for name, seconds in times.items():
         if name == "peak_matmul":
@@ -152,6 +155,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="CPUs to use (default all)")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch peer")
     parser.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--no-profile", action="store_true", help="skip the traced epoch")
     parser.add_argument("--smoke", action="store_true", help="tiny model, 3 steps (CI)")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -186,6 +190,12 @@ def main(argv=None) -> int:
               f"{row['speedup_vs_torch_eager']:.2f}x (target 1.8x), vaejax/torch.compile "
               f"{row['speedup_vs_torch_compile']:.2f}x (target 1.2x), vaejax at "
               f"{row['sides']['vaejax']['fraction_of_peak']:.0%} of peak")
+    if not args.no_profile:
+        print("vaejax step profile: microseconds per step by kind of operation (one traced epoch)")
+        common.print_table(["batch", *common.OP_KINDS, "total"],
+                           [[r["batch_size"], *[r["vaejax_profile_us_per_step"].get(k, 0.0)
+                                                for k in common.OP_KINDS],
+                             sum(r["vaejax_profile_us_per_step"].values())] for r in rows])
     print(f"wrote {path}")
     return 0
 
