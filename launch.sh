@@ -2,7 +2,7 @@
 # vaejax launcher: sets up .venv (idempotent), then runs a job.
 #
 #   ./launch.sh                       main job: the headline report on the bundled digits
-#   ./launch.sh test [pytest args]    the whole test suite
+#   ./launch.sh test [pytest args]    the whole test suite (2 workers; VAEJAX_TEST_WORKERS)
 #   ./launch.sh setup                 only create/refresh .venv
 #   ./launch.sh bench [args]          benchmarks (installs the [bench] extra)
 #   ./launch.sh train [flags]         python -m experiments.train ...
@@ -46,7 +46,9 @@ export PYTHONUNBUFFERED=1
 case "$cmd" in
   setup) echo "[launch] $VENV is ready" ;;
   main) exec "$PY" -m experiments.main "$@" ;;
-  test) exec "$PY" -m pytest "$@" ;;
+  # Two pytest workers (VAEJAX_TEST_WORKERS; 0: one process), a test file each at a time:
+  # most tests wait on single-threaded XLA compilation, which one process does on one core.
+  test) exec "$PY" -m pytest -n "${VAEJAX_TEST_WORKERS:-2}" --dist loadfile "$@" ;;
   bench) exec "$PY" -m benchmarks.run_all "$@" ;;
   train) exec "$PY" -m experiments.train "$@" ;;
   *)
