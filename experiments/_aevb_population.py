@@ -44,7 +44,7 @@ from vaejax import sharding
 from vaejax.elbo import elbo, iwae_bound
 from vaejax.kl import kl_standard_normal
 from vaejax.models import VAE, decoder_log_likelihood
-from vaejax.train import make_optimizer
+from vaejax.train import make_optimizer, squared_norm
 from vaejax.wake_sleep import WakeSleepNoise, wake_sleep_terms
 
 METHODS = ("aevb", "wake_sleep")
@@ -121,10 +121,6 @@ def transform_batch(key: jax.Array, x: jax.Array, transform: str | None,
     return (jnp.round(x * (levels - 1)) + u) / levels
 
 
-def _squared_norm(tree) -> jax.Array:
-    return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
-
-
 @dataclass(frozen=True)
 class Population:
     """The pure functions of one population (jitted once by the caller).
@@ -181,14 +177,14 @@ class Population:
         z = mean + jnp.exp(0.5 * log_var) * eps
         recon = self.log_likelihood_fn(params, x, mask)(z)
         bound = jnp.mean(recon - kl_standard_normal(mean, log_var))
-        return -bound + 0.5 * weight_decay * _squared_norm(params), bound
+        return -bound + 0.5 * weight_decay * squared_norm(params), bound
 
     def wake_sleep_loss(self, params, x, noise: WakeSleepNoise, mask, weight_decay):
         """-(wake + sleep objectives) + prior; aux: the mean wake log p(x, z)."""
         terms = wake_sleep_terms(
             noise, x, lambda v: self.encode(params, v, mask),
             lambda z: self.decode(params, z, mask), self.model.likelihood, latent_mask=mask)
-        return terms.loss() + 0.5 * weight_decay * _squared_norm(params), jnp.mean(terms.wake)
+        return terms.loss() + 0.5 * weight_decay * squared_norm(params), jnp.mean(terms.wake)
 
     def draw_noise(self, key: jax.Array):
         """A member's latent noise for one step, as wide as Z_max."""

@@ -38,6 +38,7 @@ import scipy.stats
 
 from experiments import _aevb_population as population
 from experiments import common
+from experiments.configs.aevb_common import PANEL_KEYS
 from vaejax import plotting  # noqa: F401  (sets the headless matplotlib backend)
 from vaejax.data import load_dataset
 from vaejax.models import VAE
@@ -56,9 +57,7 @@ def panel_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
     """The data-set panels; without ``config.panels`` one panel from the top-level keys."""
     if config.panels:
         return {name: config.panels[name] for name in config.panels}
-    panel = ml_collections.ConfigDict({key: config[key] for key in (
-        "dataset", "data_dir", "data_path", "binarize", "dequantize_levels", "likelihood",
-        "sigmoid_mean", "hidden", "latent_sizes")})
+    panel = ml_collections.ConfigDict({key: config[key] for key in PANEL_KEYS})
     panel.label = config.dataset
     return {config.dataset: panel}
 

@@ -139,7 +139,8 @@ def make_optimizer(name: str) -> Callable[[jax.Array], optax.GradientTransformat
     return optax.inject_hyperparams(factories[name])
 
 
-def _squared_norm(tree) -> jax.Array:
+def squared_norm(tree) -> jax.Array:
+    """Sum of squares of every leaf of a parameter tree (the N(0, I) prior's penalty)."""
     return sum(jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(tree))
 
 
@@ -185,7 +186,7 @@ class Trainer:
         loss = terms.loss(beta)
         if self.config.weight_decay:
             # AEVB's N(0, I) prior on the parameters: weight_decay = 1/N makes it per datapoint.
-            decay = 0.5 * self.config.weight_decay * _squared_norm(params)
+            decay = 0.5 * self.config.weight_decay * squared_norm(params)
         else:  # A static zero: no pass over the parameters and no 0 * params in the gradient.
             decay = jnp.zeros_like(loss)
         loss = loss + decay
