@@ -16,10 +16,10 @@ VENV=".venv"
 cmd="${1:-main}"
 [[ $# -gt 0 ]] && shift
 
+# One set of extras for every command but bench, so that switching commands never reinstalls.
 case "$cmd" in
-  test) extras="test" ;;
-  bench) extras="test,bench" ;;
-  *) extras="test" ;;
+  bench) extras="train,test,bench" ;;
+  *) extras="train,test" ;;
 esac
 
 ensure_venv() {
@@ -52,10 +52,10 @@ case "$cmd" in
   bench) exec "$PY" -m benchmarks.run_all "$@" ;;
   train) exec "$PY" -m experiments.train "$@" ;;
   *)
-    if [[ ! -f "experiments/${cmd}.py" ]]; then
+    if [[ ! -f "experiments/${cmd}.py" && ! -f "experiments/${cmd}/__main__.py" ]]; then
       echo "[launch] unknown command or experiment '$cmd'." >&2
       echo "  commands: setup, test, bench, train, or one of:" >&2
-      ls experiments/*.py 2>/dev/null | xargs -n1 basename | sed 's/\.py$//' | grep -v '^_' | sed 's/^/    /' >&2
+      (ls experiments/*.py; ls -d experiments/*/__main__.py | xargs -n1 dirname) 2>/dev/null | xargs -n1 basename | sed 's/\.py$//' | grep -v '^_' | sed 's/^/    /' >&2
       exit 2
     fi
     exec "$PY" -m "experiments.${cmd}" "$@"

@@ -199,6 +199,32 @@ def profile_by_kind(call: Callable[[], Any], per: int) -> dict[str, float]:
     return {kind: value / per for kind, value in totals.items()}
 
 
+class EpochRunner:
+    """Calls of the engine's jitted ``run`` for one epoch each, on a live (donated) state.
+
+    ``runner()`` trains one more epoch and waits for it; ``runner.trainer``,
+    ``runner.members``, ``runner.state``, ``runner.steps`` (steps per epoch) are public.
+    """
+
+    def __init__(self, trainer, members, data, state=None):
+        import jax.numpy as jnp
+
+        self.trainer, self.members, self.data = trainer, members, data
+        self.steps = trainer.steps_per_epoch(int(data.shape[0]))
+        self.size = members.size
+        self.state = trainer.jit.init(members) if state is None else state
+        self.epoch = 0
+        self._int = jnp.int32
+
+    def __call__(self):
+        start = self.epoch * self.steps
+        self.state, metrics = self.trainer.jit.run(self.state, self.data, self.members,
+                                                   self._int(start), self._int(start + self.steps))
+        self.epoch += 1
+        block(metrics)
+        return metrics
+
+
 def write_record(name: str, record: dict[str, Any], out: str | os.PathLike | None = None,
                  argv: list[str] | None = None) -> Path:
     """Writes ``record`` (with the machine facts) as JSON to ``out`` or results/<name>.json.

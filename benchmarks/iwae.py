@@ -53,8 +53,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
+from vaejax import heads
 from vaejax.elbo import iwae_bound
-from vaejax.models import VAE, decoder_log_likelihood
+from vaejax.models import VAE
 
 # D -> (hidden, latent): the bundled digits and AEVB's MNIST network.
 MODEL_SIZES = {64: (200, 8), 784: (500, 20)}
@@ -111,7 +112,7 @@ def iwae_per_example(params, x: jax.Array, key: jax.Array, *, vae: VAE, num_samp
     mean, log_var = vae.apply(params, x, method=VAE.encode)
 
     def log_likelihood(z):
-        return decoder_log_likelihood("bernoulli", x, vae.apply(params, z, method=VAE.decode))
+        return heads.log_likelihood("bernoulli", x, vae.apply(params, z, method=VAE.decode))
 
     return iwae_bound(key, mean, log_var, log_likelihood, num_samples=num_samples,
                       chunk_size=chunk_size)

@@ -4,11 +4,12 @@
                                              [--no-profile] [--smoke] [--out PATH]
 
 The default digits model (64-200-8, Gaussian decoder with a fixed sigma per member,
-batch 100, Adam): one population of P members (sigmas on a log grid) trained by ONE
-``jax.jit(Trainer.epoch)`` (a ``lax.scan`` over the epoch's 15 batches, the member step
-vmapped), against the same epoch of a single model. The two sides run interleaved, repeat
-by repeat, so machine noise hits them alike; the ratio is P x (seconds per single-model
-epoch) / (seconds per population epoch), i.e. the speed-up over P sequential runs.
+batch 100, Adam): one population of P members (sigmas on a log grid) trained by ONE call
+of the engine's jitted ``Trainer.run`` (a ``lax.fori_loop`` over the epoch's 15 batches,
+the member step vmapped), against the same epoch of a single model. The two sides run
+interleaved, repeat by repeat, so machine noise hits them alike; the ratio is P x (seconds
+per single-model epoch) / (seconds per population epoch), i.e. the speed-up over P
+sequential runs.
 
 With the profile on (the default), one epoch of each size is traced with
 ``jax.profiler`` and the time of the compiled program's operations is summed by kind
@@ -22,37 +23,25 @@ from __future__ import annotations
 
 import argparse
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import common
 from experiments.configs import default
 from vaejax import data as data_lib
-from vaejax.train import Trainer, make_hyper, make_model
+from vaejax import trainer as trainer_lib
 
 
-class _Runner:
-    """A compiled epoch of a population of ``size`` and its live state."""
-
-    def __init__(self, size: int, config):
-        config = config.copy_and_resolve_references()
-        config.population.sigma = tuple(np.logspace(-1.5, 0, size).tolist()) if size > 1 else None
-        dataset = data_lib.load_dataset(config.dataset)
-        trainer = Trainer(make_model(config, dataset.num_dims), config, dataset.num_dims)
-        self.size, self.hyper = size, make_hyper(config)
-        self.data = jnp.asarray(dataset.train)
-        self.steps = data_lib.num_batches(dataset.train.shape[0], config.batch_size)
-        self.epoch = jax.jit(trainer.epoch, donate_argnums=(0,))
-        self.state, self.index = jax.jit(trainer.init)(self.hyper), 0
-
-    def __call__(self):
-        self.state, metrics = self.epoch(self.state, self.data, jnp.int32(self.index), self.hyper)
-        self.index += 1
-        common.block(metrics)
+def _runner(size: int, config) -> common.EpochRunner:
+    """A compiled epoch of a population of ``size`` (one sigma per member)."""
+    config = config.copy_and_resolve_references()
+    config.population.sigma = tuple(np.logspace(-1.5, 0, size).tolist()) if size > 1 else None
+    dataset = data_lib.load_dataset(config.data.dataset)
+    trainer, members = trainer_lib.build(config, dataset)
+    return common.EpochRunner(trainer, members, jnp.asarray(dataset.train))
 
 
-def profile_epoch(runner: _Runner) -> dict[str, float]:
+def profile_epoch(runner: common.EpochRunner) -> dict[str, float]:
     """Microseconds per member-step spent in each kind of operation, from one traced epoch."""
     return common.profile_by_kind(runner, runner.size * runner.steps)
 
@@ -69,11 +58,11 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     sizes = args.sizes or ([1, 3] if args.smoke else [1, 4, 16, 64])
     config = default.get_config("smoke" if args.smoke else None)
-    single = _Runner(1, config)
+    single = _runner(1, config)
     single()  # compile
     rows = []
     for size in sizes:
-        pop = _Runner(size, config)
+        pop = _runner(size, config)
         pop()  # compile
         times = common.interleaved({"population": pop, "single": single},
                                    repeats=args.repeats, warmup=0)
@@ -89,10 +78,11 @@ def main(argv=None) -> int:
         if not args.no_profile:
             row["profile_us_per_member_step"] = profile_epoch(pop)
         rows.append(row)
-    record = {"model": f"digits {config.hidden}-{config.latent}, batch {config.batch_size}, "
-                       f"{config.optimizer}, one sigma per member",
-              "steps_per_epoch": single.steps, "batch_size": config.batch_size,
-              "hidden": config.hidden, "latent": config.latent, "rows": rows,
+    model, train = config.model, config.train
+    record = {"model": f"digits {model.hidden}-{model.latent}, batch {train.batch_size}, "
+                       f"{train.optimizer}, one sigma per member",
+              "steps_per_epoch": single.steps, "batch_size": train.batch_size,
+              "hidden": model.hidden, "latent": model.latent, "rows": rows,
               "targets": {"speedup_vs_sequential_at_16": 3.0}}
     path = common.write_record("population_training", record, args.out, argv)
     print(f"population training, {record['model']}; medians of {args.repeats} interleaved "

@@ -4,14 +4,14 @@
                                  [--population 16] [--batch-size 128] [--jobs 1] [--no-gpu]
                                  [--smoke] [--out PATH]
 
-The computation is the library's own training epoch, ``jax.jit(Trainer.epoch,
-donate_argnums=0)`` (one ``lax.scan`` over the digits training set), with the trainer
+The computation is the library's own training epoch, the engine's jitted ``Trainer.run``
+over one epoch (one ``lax.fori_loop`` over the digits training set), with the trainer
 given a device mesh and the state placed as ``vaejax.train.train_and_evaluate`` does:
 
-* ``data``: ``config.sharding = "data"``, one model (P = 1) replicated, each batch split
-  over the devices along its example axis (GSPMD all-reduces the gradients);
-* ``population``: ``config.sharding = "population"``, P members (sigmas) split over the
-  devices, every device sees every batch.
+* ``data``: ``config.run.sharding = "data"``, one model (P = 1) replicated, each batch
+  split over the devices along its example axis (GSPMD all-reduces the gradients);
+* ``population``: ``config.run.sharding = "population"``, P members (sigmas) split over
+  the devices, every device sees every batch.
 
 Model: the default config (digits, D = 64, hidden 200, latent 8, Gaussian decoder with a
 fixed sigma, Adam). XLA reads ``--xla_force_host_platform_device_count`` once at start-up,
@@ -58,10 +58,10 @@ def _config(mode: str, spec: dict):
     from experiments.configs import default
 
     config = default.get_config("smoke" if spec["smoke"] else None)
-    config.sharding = mode
-    config.num_devices = spec["devices"]
-    config.batch_size = spec["batch_size"]
-    config.progress = False
+    config.run.sharding = mode
+    config.run.num_devices = spec["devices"]
+    config.train.batch_size = spec["batch_size"]
+    config.run.progress = False
     if mode == "population":
         size = spec["population"]
         config.population.sigma = tuple(np.logspace(-1.5, 0, size).tolist())
@@ -74,43 +74,46 @@ def measure_mode(mode: str, spec: dict, train_np: np.ndarray) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from vaejax import data as data_lib
-    from vaejax import sharding, train
+    from vaejax import sharding
+    from vaejax import trainer as trainer_lib
+    from vaejax.data import Dataset
 
     config = _config(mode, spec)
-    num_dims = int(train_np.shape[1])
-    hyper = train.make_hyper(config)
-    size = int(hyper.sigma.shape[0])
-    mesh = sharding.make_mesh(config.num_devices)
-    sharding.check_mode(mode, mesh, population=size, batch_size=config.batch_size)
-    trainer = train.Trainer(train.make_model(config, num_dims), config, num_dims, mesh)
-    # Placement as in train_and_evaluate: state and hyper split ("population") or replicated.
-    hyper = sharding.put_population(hyper, mesh, mode)
-    state = sharding.put_population(jax.jit(trainer.init)(hyper), mesh, mode)
+    size = spec["population"] if mode == "population" else 1
+    mesh = sharding.make_mesh(config.run.num_devices)
+    sharding.check_mode(mode, mesh, population=size, batch_size=config.train.batch_size)
+    side = int(round(train_np.shape[1] ** 0.5))
+    dataset = Dataset(name="synthetic", train=train_np, test=train_np[:1],
+                      image_shape=(side, train_np.shape[1] // side), binary=False)
+    trainer, members = trainer_lib.build(config, dataset, mesh=mesh)
+    # Placement as in train_and_evaluate: state and members split ("population") or replicated.
+    members = sharding.put_population(members, mesh, mode)
+    state = sharding.put_population(trainer.jit.init(members), mesh, mode)
     train_data = sharding.put_replicated(jnp.asarray(train_np), mesh)
+    steps = trainer.steps_per_epoch(train_np.shape[0])
     tic = time.perf_counter()
-    epoch_fn = jax.jit(trainer.epoch, donate_argnums=(0,)).lower(
-        state, train_data, jnp.int32(0), hyper).compile()
+    run = jax.jit(trainer.run, donate_argnums=(0,)).lower(
+        state, train_data, members, jnp.int32(0), jnp.int32(steps)).compile()
     compile_s = time.perf_counter() - tic
-    all_reduces = epoch_fn.as_text().count("all-reduce")
+    all_reduces = run.as_text().count("all-reduce")
     params_devices = len(jax.tree.leaves(state.params)[0].sharding.device_set)
-    state, metrics = epoch_fn(state, train_data, jnp.int32(0), hyper)  # first run: warm-up
+    state, metrics = run(state, train_data, members, jnp.int32(0), jnp.int32(steps))  # warm-up
     jax.block_until_ready(metrics)
     seconds = []
     for epoch in range(1, spec["epochs"] + 1):
         tic = time.perf_counter()
-        state, metrics = epoch_fn(state, train_data, jnp.int32(epoch), hyper)
+        state, metrics = run(state, train_data, members, jnp.int32(epoch * steps),
+                             jnp.int32((epoch + 1) * steps))
         jax.block_until_ready(metrics)
         seconds.append(time.perf_counter() - tic)
-    steps = data_lib.num_batches(train_np.shape[0], config.batch_size)
     median = float(np.median(seconds))
     return {"mode": mode, "devices": spec["devices"], "population": size,
-            "batch_size": config.batch_size, "steps_per_epoch": steps,
-            "hidden": config.hidden, "latent": config.latent,
+            "batch_size": config.train.batch_size, "steps_per_epoch": steps,
+            "hidden": config.model.hidden, "latent": config.model.latent,
             "compile_seconds": compile_s, **common.summary(seconds),
-            "examples_per_second": size * steps * config.batch_size / median,
+            "examples_per_second": size * steps * config.train.batch_size / median,
             "model_steps_per_second": size * steps / median,
-            "final_loss": float(np.mean(np.asarray(metrics.loss[-1]))),
+            "final_loss": float(np.mean(np.asarray(metrics.loss))),
             "params_on_devices": params_devices, "all_reduce_ops_in_hlo": all_reduces}
 
 

@@ -3,7 +3,7 @@
 Model (AEVB appendix C, MNIST): encoder D -> H (tanh) -> (mean, log-variance) of Z each;
 decoder Z -> H (tanh) -> D Bernoulli logits. Loss per batch: mean over examples of
 ``BCE_with_logits(logits, x).sum(D) + KL(q(z|x) || N(0, I))`` with one reparameterised
-sample (L = 1) and the closed-form KL, exactly :meth:`vaejax.train.Trainer.member_loss`
+sample (L = 1) and the closed-form KL, exactly :meth:`vaejax.trainer.Trainer.member_loss`
 for ``likelihood="bernoulli"``, ``beta=1``, ``weight_decay=0``. Adam with PyTorch's
 defaults, which are optax's (b1 0.9, b2 0.999, eps 1e-8 outside the square root).
 :func:`from_flax` copies a vaejax parameter tree in (Flax kernels are [in, out], PyTorch

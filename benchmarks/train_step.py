@@ -5,8 +5,8 @@
 
 Model: 784-500-20 MLP VAE, tanh, Bernoulli decoder, L = 1, closed-form KL, Adam 1e-3
 (AEVB appendix C), on random binary data (speed does not depend on the pixel values).
-vaejax is the library's own path: ``jax.jit(Trainer.epoch, donate_argnums=0)``, one
-``lax.scan`` over ``--steps`` batches per dispatch (shuffle and gather included). PyTorch
+vaejax is the library's own path: ``Trainer.jit.run`` (the state donated), one
+``lax.fori_loop`` over ``--steps`` batches per dispatch (shuffle and gather included). PyTorch
 runs the same model and loss (``benchmarks/torch_vae.py``, started from the same weights,
 checked to give the same loss) with the same shuffle per epoch, eagerly and under
 ``torch.compile`` (loss+backward and the Adam step), with as many threads as JAX uses.
@@ -27,10 +27,11 @@ import numpy as np
 
 from benchmarks import common
 from experiments.configs import default
+from vaejax import trainer as trainer_lib
+from vaejax.data import Dataset
 from vaejax.kl import kl_standard_normal
 from vaejax.likelihoods import bernoulli_log_likelihood
 from vaejax.models import VAE
-from vaejax.train import Trainer, make_hyper, make_model
 
 PEAK_MATMUL_SIZE = 2048
 
@@ -48,13 +49,13 @@ def matmul_flops_per_step(batch: int, num_dims: int, hidden: int, latent: int) -
 
 def _config(batch_size: int, smoke: bool):
     config = default.get_config()
-    config.likelihood = "bernoulli"
-    config.hidden, config.latent = (16, 2) if smoke else (500, 20)
-    config.batch_size = batch_size
-    config.learning_rate = 1e-3
-    config.optimizer = "adam"
-    config.num_samples = 1
-    config.weight_decay = 0.0
+    config.model.likelihood = "bernoulli"
+    config.model.hidden, config.model.latent = (16, 2) if smoke else (500, 20)
+    config.train.batch_size = batch_size
+    config.train.learning_rate = 1e-3
+    config.train.optimizer = "adam"
+    config.train.num_samples = 1
+    config.train.weight_decay = 0.0
     return config
 
 
@@ -85,18 +86,12 @@ def bench_batch_size(batch_size: int, args, torch) -> dict:
     rng = np.random.default_rng(0)
     data_np = (rng.random((steps * batch_size, num_dims)) < 0.3).astype(np.float32)
 
-    trainer = Trainer(make_model(config, num_dims), config, num_dims)
-    hyper = make_hyper(config)
-    state = jax.jit(trainer.init)(hyper)
-    params0 = jax.tree.map(lambda leaf: np.asarray(leaf[0]), state.params)
-    epoch_fn = jax.jit(trainer.epoch, donate_argnums=(0,))
+    dataset = Dataset(name="synthetic", train=data_np, test=data_np[:batch_size],
+                      image_shape=(28, 28), binary=True)
+    trainer, members = trainer_lib.build(config, dataset)
     data = jnp.asarray(data_np)
-    box = {"state": state, "epoch": 0}
-
-    def vaejax_epoch():
-        box["state"], metrics = epoch_fn(box["state"], data, jnp.int32(box["epoch"]), hyper)
-        box["epoch"] += 1
-        common.block(metrics)
+    vaejax_epoch = common.EpochRunner(trainer, members, data)
+    params0 = jax.tree.map(lambda leaf: np.asarray(leaf[0]), vaejax_epoch.state.params)
 
     sides = {"vaejax": vaejax_epoch}
     loss_mismatch = math.nan
@@ -105,12 +100,12 @@ def bench_batch_size(batch_size: int, args, torch) -> dict:
 
         loss_mismatch = same_loss_check(torch, trainer.model, params0, data_np[:batch_size])
         data_t = torch.from_numpy(data_np)
-        eager = TorchTrainer(from_flax(params0, num_dims, config.hidden, config.latent),
-                             batch_size)
+        hidden, latent = config.model.hidden, config.model.latent
+        eager = TorchTrainer(from_flax(params0, num_dims, hidden, latent), batch_size)
         sides["torch_eager"] = lambda: eager.epoch(data_t)
         if not args.no_compile:
-            compiled = TorchTrainer(from_flax(params0, num_dims, config.hidden, config.latent),
-                                    batch_size, compile=True)
+            compiled = TorchTrainer(from_flax(params0, num_dims, hidden, latent), batch_size,
+                                    compile=True)
             sides["torch_compile"] = lambda: compiled.epoch(data_t)
     peak_size = 256 if args.smoke else PEAK_MATMUL_SIZE
     sides["peak_matmul"] = common.time_large_matmul(peak_size)
@@ -118,11 +113,12 @@ def bench_batch_size(batch_size: int, args, torch) -> dict:
     times = common.interleaved(sides, repeats=args.repeats, warmup=1)
     # Where vaejax's step spends its time, by kind of operation (one traced epoch).
     profile = {} if args.no_profile else common.profile_by_kind(vaejax_epoch, steps)
-    flops_step = matmul_flops_per_step(batch_size, num_dims, config.hidden, config.latent)
+    flops_step = matmul_flops_per_step(batch_size, num_dims, config.model.hidden,
+                                       config.model.latent)
     peak = 2 * peak_size**3 / float(np.median(times["peak_matmul"]))
     # XLA's own count for one step (matmuls and elementwise), for comparison.
     step_cost = jax.jit(trainer.population_step).lower(
-        box["state"], data[:batch_size], hyper).compile().cost_analysis()
+        vaejax_epoch.state, data[:batch_size], members).compile().cost_analysis()
     xla_flops = float(step_cost.get("flops", math.nan)) if step_cost else math.nan
     row = {"batch_size": batch_size, "steps_per_dispatch": steps,
            "matmul_flops_per_step": flops_step, "xla_flops_per_step": xla_flops,

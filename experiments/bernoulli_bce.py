@@ -10,7 +10,7 @@
     architecture, seed and epochs: reconstructions, samples, the per-grey-level bias of their
     outputs, and both evaluated as normalised densities on [0, 1]^D (the BCE model plus log C).
 
-    python -m experiments.bernoulli_bce --workdir=results/bb [--config.num_epochs=200]
+    python -m experiments.bernoulli_bce --workdir=results/bb [--config.train.num_epochs=200]
 """
 
 from __future__ import annotations
@@ -29,8 +29,10 @@ import scipy.special
 import scipy.stats
 
 from experiments import common
-from vaejax import plotting  # sets the Agg backend; pyplot is imported after it, in functions
-from vaejax.data import load_dataset
+from experiments.configs.bernoulli_bce import GROUP
+from vaejax import plotting
+from vaejax import trainer as trainer_lib
+from vaejax.config import validate_group
 from vaejax.elbo import reparameterize
 from vaejax.likelihoods import (
     bce,
@@ -40,68 +42,40 @@ from vaejax.likelihoods import (
     continuous_bernoulli_mean,
 )
 from vaejax.models import VAE
-from vaejax.train import (
-    NonFiniteLossError,
-    Trainer,
-    first_non_finite,
-    make_hyper,
-    make_model,
-    validate_config,
-)
 
 _FLOAT32_EPS = float(np.finfo(np.float32).eps)
 CSV_COLUMNS = ("figure", "panel", "series", "x", "y")
 
 
 # --------------------------------------------------------------------------- #
-# Training: the library's Trainer, jitted once per likelihood.
+# Training: the engine, one trainer per likelihood (same seed: same initial weights).
 # --------------------------------------------------------------------------- #
 
 
-class _Compiled:
-    """The jitted functions of one Trainer (one compile each, reused across data sets)."""
+class _Model:
+    """A trainer for one likelihood head; its jitted functions compile once."""
 
-    def __init__(self, config: ml_collections.ConfigDict, likelihood: str, num_dims: int):
-        config = config.copy_and_resolve_references()
-        config.likelihood = likelihood
-        self.config = config
-        self.trainer = Trainer(make_model(config, num_dims), config, num_dims)
-        self.hyper = make_hyper(config)
-        self.epoch = jax.jit(self.trainer.epoch, donate_argnums=(0,))
-        self.evaluate = jax.jit(self.trainer.evaluate)
-        self.reconstruct = jax.jit(self.trainer.reconstruct)
-        self.decode_means = jax.jit(self.trainer.decode_means)
+    def __init__(self, config: ml_collections.ConfigDict, likelihood: str, dataset, **train):
+        self.config = config.copy_and_resolve_references()
+        self.config.model.likelihood = likelihood
+        for key, value in train.items():
+            self.config.train[key] = value
+        self.trainer, self.members = trainer_lib.build(self.config, dataset)
 
-    def train(self, state, dataset, num_epochs: int):
-        """Trains ``state`` (donated) for ``num_epochs`` on ``dataset.train``."""
-        validate_config(self.config, dataset)
-        train_data = jnp.asarray(dataset.train)
-        for epoch in range(num_epochs):
-            state, metrics = self.epoch(state, train_data, jnp.int32(epoch), self.hyper)
-            bad = first_non_finite(jax.tree.map(np.asarray, metrics))
-            if bad is not None:
-                raise NonFiniteLossError(
-                    f"{self.config.likelihood} on {dataset.name}: non-finite '{bad[2]}' at "
-                    f"epoch {epoch + 1}, step {bad[0] + 1}.")
-        return state
+    def train(self, dataset, workdir, name: str):
+        return common.train(self.config, dataset, workdir, f"bernoulli_bce/{name}",
+                            trainer=self.trainer, members=self.members).state
 
     def test_metrics(self, state, dataset) -> dict:
-        metrics = self.evaluate(state, jnp.asarray(dataset.test), self.hyper)
-        names = ("elbo", "recon", "kl") + (("iwae",) if self.config.eval_iwae_samples else ())
+        metrics = self.trainer.jit.evaluate(state, jnp.asarray(dataset.test), self.members)
+        names = ("elbo", "recon", "kl") + (("iwae",) if self.config.eval.iwae_samples else ())
         return {name: float(np.asarray(getattr(metrics, name))[0]) for name in names}
 
+    def reconstruct(self, state, x):
+        return self.trainer.jit.reconstruct(state, x, self.members)
 
-def _shared_init(bernoulli: _Compiled, cb: _Compiled):
-    """One jitted init for both models: their networks (a ``logits`` head) are identical.
-
-    Same seed, same initial weights: the two models differ only in the likelihood.
-    """
-    shapes = [jax.eval_shape(c.trainer.init, c.hyper) for c in (bernoulli, cb)]
-    if jax.tree.structure(shapes[0]) != jax.tree.structure(shapes[1]) or jax.tree.leaves(
-            shapes[0]) != jax.tree.leaves(shapes[1]):
-        raise ValueError("the Bernoulli and continuous-Bernoulli models differ in architecture.")
-    init = jax.jit(bernoulli.trainer.init)
-    return lambda: init(bernoulli.hyper)
+    def decode_means(self, state, z):
+        return self.trainer.jit.decode_means(state, z, self.members)
 
 
 def _member(state, index: int = 0):
@@ -147,11 +121,15 @@ def _bce_reference_float64(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
     return np.sum(np.maximum(logits, 0) - logits * x + np.log1p(np.exp(-np.abs(logits))), -1)
 
 
-def _binary_identity(config, compiled: _Compiled, init) -> dict:
-    data = load_dataset(config.dataset, binarize="static", seed=config.seed)
+def _binary_identity(config, workdir) -> dict:
+    binary_config = config.copy_and_resolve_references()
+    binary_config.data.binarize = "static"
+    data = common.load_data(binary_config)
     if not data.binary:
-        raise ValueError(f"static binarisation of {config.dataset!r} did not give 0/1 data.")
-    state = compiled.train(init(), data, config.binary_num_epochs)
+        raise ValueError(f"static binarisation of {config.data.dataset!r} did not give 0/1 data.")
+    compiled = _Model(binary_config, "bernoulli", data,
+                      num_epochs=config.bernoulli_bce.binary_num_epochs)
+    state = compiled.train(data, workdir, "binary")
     x = jnp.asarray(data.test)
     # One posterior sample per test digit: the decoder outputs the ELBO actually sees.
     logits, log_p, bce_library = jax.tree.map(np.asarray, jax.jit(functools.partial(
@@ -214,6 +192,7 @@ def _densities(x, logits):
 
 
 def _normalizer(config) -> dict:
+    config = config.bernoulli_bce
     lambdas = np.linspace(config.lambda_min, 1 - config.lambda_min, config.num_lambdas)
     logits = scipy.special.logit(lambdas)
     logit_axis = np.linspace(-config.logit_max, config.logit_max, config.num_lambdas)
@@ -315,11 +294,11 @@ def _binned(x: np.ndarray, values: np.ndarray, num_bins: int):
     return mean_x, mean_v
 
 
-def _grey_comparison(config, bernoulli: _Compiled, cb: _Compiled, init) -> dict:
-    data = load_dataset(config.dataset, seed=config.seed)
+def _grey_comparison(config, data, workdir) -> dict:
+    bernoulli, cb = _Model(config, "bernoulli", data), _Model(config, "continuous_bernoulli", data)
     tic = time.perf_counter()
-    bce_state = bernoulli.train(init(), data, config.num_epochs)
-    cb_state = cb.train(init(), data, config.num_epochs)
+    bce_state = bernoulli.train(data, workdir, "bce")
+    cb_state = cb.train(data, workdir, "cb")
     train_seconds = time.perf_counter() - tic
     bce_as_bernoulli = bernoulli.test_metrics(bce_state, data)  # -BCE: not a density
     bce_as_cb = cb.test_metrics(bce_state, data)  # same logits, plus log C: a density
@@ -329,10 +308,10 @@ def _grey_comparison(config, bernoulli: _Compiled, cb: _Compiled, init) -> dict:
     model = cb.trainer.model
     encode = jax.jit(functools.partial(_posterior_mean, model))
     readings_fn = jax.jit(functools.partial(_decoder_readings, model))
-    x_test, num = jnp.asarray(data.test), config.num_images
+    x_test, num = jnp.asarray(data.test), config.bernoulli_bce.num_images
     n_test = data.test.shape[0]
     # As many prior samples as test digits (for the brightness statistic); num are shown.
-    z_prior = jax.random.normal(jax.random.key(config.seed + 1), (n_test, config.latent))
+    z_prior = jax.random.normal(jax.random.key(config.seed + 1), (n_test, config.model.latent))
     readings = {}
     for name, state in (("bce", bce_state), ("cb", cb_state)):
         params = _member(state)
@@ -362,15 +341,15 @@ def _grey_comparison(config, bernoulli: _Compiled, cb: _Compiled, init) -> dict:
     recon_rows.update({name: values[:num] for name, values in recon_views.items()})
     sample_views = {name: values[n_test:] for name, values in views.items()}
     sample_rows = {name: values[:num] for name, values in sample_views.items()}
-    binned = {name: _binned(data.test, values, config.num_bias_bins)
+    binned = {name: _binned(data.test, values, config.bernoulli_bce.num_bias_bins)
               for name, values in recon_views.items()}
     log_c_bce = readings["bce"]["log_c"][:n_test].astype(np.float64)
     log_c_cb = readings["cb"]["log_c"][:n_test].astype(np.float64)
     ink, background = data.test >= 0.75, data.test <= 0.0
     summary = {
         "num_dims": data.num_dims, "num_test": int(data.test.shape[0]),
-        "num_epochs": config.num_epochs, "train_seconds_both_models": train_seconds,
-        "eval_iwae_samples": config.eval_iwae_samples,
+        "num_epochs": config.train.num_epochs, "train_seconds_both_models": train_seconds,
+        "eval_iwae_samples": config.eval.iwae_samples,
         "library_expected_pixels_max_abs_diff": float(agreement),
         "mean_log_c_per_pixel_bce_model": float(log_c_bce.mean()),
         "mean_log_c_per_image_bce_model": float(log_c_bce.sum(-1).mean()),
@@ -584,15 +563,12 @@ def _csv_rows(identity, norm, theory, grey) -> list[list]:
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Runs (a), (b), (c); writes figures, CSV, JSON and returns the summary with a report."""
     workdir = common.prepare_workdir(workdir)
+    exp = validate_group(config, "bernoulli_bce", GROUP)
     tic = time.perf_counter()
-    num_dims = load_dataset(config.dataset, seed=config.seed).num_dims
-    bernoulli = _Compiled(config, "bernoulli", num_dims)
-    cb = _Compiled(config, "continuous_bernoulli", num_dims)
-    init = _shared_init(bernoulli, cb)
-    identity = _binary_identity(config, bernoulli, init)
+    identity = _binary_identity(config, workdir)
     norm = _normalizer(config)
     theory = _bias_theory()
-    grey = _grey_comparison(config, bernoulli, cb, init)
+    grey = _grey_comparison(config, common.load_data(config), workdir)
 
     summary = {**identity["summary"], **norm["summary"], **grey["summary"]}
     index_01 = int(np.argmin(np.abs(theory["x"] - 0.1)))
@@ -601,16 +577,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         "theory_cb_mean_at_lambda_x": float(theory["cb_mean_at_lambda_x"][index_01]),
         "theory_cb_optimal_lambda": float(theory["cb_optimal_lambda"][index_01]),
         "theory_cb_inverse_max_error": theory["cb_inverse_max_error"],
-        "binary_num_epochs": config.binary_num_epochs,
+        "binary_num_epochs": exp.binary_num_epochs,
         "wall_seconds": time.perf_counter() - tic,
     })
 
     common.write_csv(workdir / "bernoulli_bce.csv", CSV_COLUMNS,
                      _csv_rows(identity, norm, theory, grey))
     common.save_figure(_identity_figure(
-        identity, f"log Bernoulli = -BCE on {config.dataset} binarised (static), "
+        identity, f"log Bernoulli = -BCE on {config.data.dataset} binarised (static), "
                   f"{summary['binary_num_test']} test digits, Bernoulli VAE after "
-                  f"{config.binary_num_epochs} epochs"), workdir / "bernoulli_bce_identity")
+                  f"{exp.binary_num_epochs} epochs"), workdir / "bernoulli_bce_identity")
     common.save_figure(_normalizer_figure(norm), workdir / "bernoulli_bce_normalizer")
     common.save_figure(_bias_figure(theory, grey["binned"]), workdir / "bernoulli_bce_bias")
     common.save_figure(_image_figure(

@@ -5,7 +5,8 @@ negative log-likelihood and of MSE, SSE and SSE/2 with respect to every decoder
 parameter are compared over a log grid of sigma values times L latent samples, in
 one jitted vmapped call, in float32 and float64.
 
-    python -m experiments.gradient_equivalence --workdir=results/ge [--config.num_samples=64]
+    python -m experiments.gradient_equivalence --workdir=results/ge \
+        [--config.gradient_equivalence.num_samples=64]
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from experiments.configs.gradient_equivalence import GROUP
 from vaejax import plotting
-from vaejax.data import load_dataset
+from vaejax.config import validate_group
 from vaejax.elbo import reparameterize
 from vaejax.equivalence import compare_gradients, log_log_slope
 from vaejax.models import VAE
@@ -40,24 +42,23 @@ def _measure(model, params, x, latents, sigmas):
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Runs the measurement and writes figure, CSV, JSON and a report section to ``workdir``."""
     workdir = common.prepare_workdir(workdir)
-    data = load_dataset(config.dataset, seed=config.seed)
-    if config.batch_size > data.train.shape[0]:
-        raise ValueError(
-            f"batch_size={config.batch_size} exceeds the {data.train.shape[0]} training examples."
-        )
-    x = jnp.asarray(data.train[: config.batch_size])
+    exp = validate_group(config, "gradient_equivalence", GROUP)
+    data = common.load_data(config)
+    if exp.batch_size > data.train.shape[0]:
+        raise ValueError(f"config `gradient_equivalence.batch_size`={exp.batch_size} exceeds "
+                         f"the {data.train.shape[0]} training examples.")
+    x = jnp.asarray(data.train[: exp.batch_size])
     num_dims = x.shape[-1]
-    model = VAE(hidden=config.hidden, latent=config.latent, output_dim=num_dims,
+    model = VAE(hidden=config.model.hidden, latent=config.model.latent, output_dim=num_dims,
                 likelihood="gaussian_fixed")
     key_init, key_z = jax.random.split(jax.random.key(config.seed))
     params = model.init(key_init, x, key_z)
     mu, logvar = model.apply(params, x, method=VAE.encode)
-    latents = reparameterize(key_z, mu, logvar, num_samples=config.num_samples)  # [L, B, Z]
-    sigmas = np.logspace(math.log10(config.sigma_min), math.log10(config.sigma_max),
-                         config.num_sigmas)
+    latents = reparameterize(key_z, mu, logvar, num_samples=exp.num_samples)  # [L, B, Z]
+    sigmas = np.logspace(math.log10(exp.sigma_min), math.log10(exp.sigma_max), exp.num_sigmas)
 
     results = {"float32": _measure(model, params, x, latents, jnp.asarray(sigmas, jnp.float32))}
-    if config.float64:
+    if exp.float64:
         with jax.enable_x64(True):
             to64 = lambda a: jnp.asarray(a, jnp.float64)  # noqa: E731
             results["float64"] = _measure(model, jax.tree.map(to64, params), to64(x),
@@ -65,8 +66,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 
     r32 = results["float32"]
     slope = float(log_log_slope(sigmas, r32.mse.ratio))
-    summary = {"num_dims": num_dims, "num_sigmas": len(sigmas), "num_samples": config.num_samples,
-               "batch_size": config.batch_size, "slope_float32": slope}
+    summary = {"num_dims": num_dims, "num_sigmas": len(sigmas), "num_samples": exp.num_samples,
+               "batch_size": exp.batch_size, "slope_float32": slope}
     for dtype, r in results.items():
         for name in ("mse", "sse", "sse_half"):
             comparison = getattr(r, name)
@@ -79,7 +80,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     rows = []
     for dtype, r in results.items():
         for s_idx, sigma in enumerate(sigmas):
-            for l_idx in range(config.num_samples):
+            for l_idx in range(exp.num_samples):
                 rows.append([dtype, float(sigma), l_idx, float(r.mse.factor[s_idx]),
                              float(r.mse.ratio[s_idx, l_idx]), float(r.mse.cosine[s_idx, l_idx]),
                              float(r.mse.relative_error[s_idx, l_idx]),
@@ -94,11 +95,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         sigmas, r32.mse.ratio, r32.mse.factor, num_dims, slope,
         {k: 1.0 - r.mse.cosine for k, r in results.items()},
         {k: r.mse.relative_error for k, r in results.items()},
-        title=f"grad(-log N) vs grad(MSE): {config.dataset}, batch {config.batch_size}, "
-              f"{len(sigmas)} sigmas x {config.num_samples} samples, untrained VAE",
+        title=f"grad(-log N) vs grad(MSE): {config.data.dataset}, batch {exp.batch_size}, "
+              f"{len(sigmas)} sigmas x {exp.num_samples} samples, untrained VAE",
     )
     common.save_figure(fig, workdir / "gradient_equivalence")
-    part2, part2_report = run_part2(config, workdir, model, params, x, sigmas)
+    part2, part2_report = run_part2(config, data, workdir, model, params, x, sigmas)
     summary.update(part2)
     common.write_json(workdir / "gradient_equivalence.json", summary)
     summary["report"] = _report_section(summary, results) + part2_report
@@ -140,27 +141,15 @@ a few float32 ulps (eps = 1.2e-7) and a few float64 ulps (eps = 2.2e-16).
 # --------------------------------------------------------------------------- #
 
 
-def _train_params(config, model, dataset):
-    """Parameters of the same VAE trained with a fixed-sigma Gaussian decoder (one member)."""
-    from experiments.configs import default
-    from vaejax.train import Trainer, make_hyper
-
-    train_config = default.get_config()
-    train_config.update(dict(hidden=config.hidden, latent=config.latent, sigma=config.train_sigma,
-                             likelihood="gaussian_fixed", seed=config.seed, progress=False))
-    trainer = Trainer(model, train_config, dataset.num_dims)
-    hyper = make_hyper(train_config)
-    state = jax.jit(trainer.init)(hyper)
-    epoch = jax.jit(trainer.epoch, donate_argnums=(0,))
-    train = jnp.asarray(dataset.train)
-    for e in range(config.train_epochs):
-        state, _ = epoch(state, train, jnp.int32(e), hyper)
-    return jax.tree.map(lambda a: a[0], state.params)
+def _train_params(config, dataset, workdir):
+    """Parameters of the VAE trained with the config's fixed-sigma Gaussian decoder."""
+    result = common.train(config, dataset, workdir, "gradient_equivalence/trained")
+    return common.first_member(result.state.params)
 
 
 def _estimator_study(config, model, params_by_name, x, sigmas):
     """Max relative error / 1-cosine of the L-sample estimator for each decoder state and L."""
-    latent = config.latent
+    exp, latent = config.gradient_equivalence, config.model.latent
 
     def decode_flat(p, z):  # z [L, B, Z] -> mean [L*B, D]: the L-sample estimator's batch
         return model.apply(p, z.reshape(-1, latent), method=VAE.decode)["mean"]
@@ -169,9 +158,9 @@ def _estimator_study(config, model, params_by_name, x, sigmas):
     key = jax.random.key(config.seed + 11)
     for name, params in params_by_name.items():
         mu, logvar = model.apply(params, x, method=VAE.encode)
-        for num in config.estimator_samples:
-            z = reparameterize(key, mu, logvar, num_samples=config.num_repeats * num)
-            z = z.reshape(config.num_repeats, num, *mu.shape)
+        for num in exp.estimator_samples:
+            z = reparameterize(key, mu, logvar, num_samples=exp.num_repeats * num)
+            z = z.reshape(exp.num_repeats, num, *mu.shape)
             x_tiled = jnp.tile(x, (num, 1))
             report = _compare_gradients(decode_flat, params, z, x_tiled, sigmas)
             rows.append([name, num, float(jnp.max(report.mse.relative_error)),
@@ -185,7 +174,7 @@ def _encoder_study(config, model, params, x, sigmas):
     from vaejax.kl import kl_standard_normal
     from vaejax.likelihoods import gaussian_log_likelihood, mse
 
-    eps = jax.random.normal(jax.random.key(config.seed + 12), (x.shape[0], config.latent))
+    eps = jax.random.normal(jax.random.key(config.seed + 12), (x.shape[0], config.model.latent))
 
     def decode_from_eps(p):
         mu, logvar = model.apply(p, x, method=VAE.encode)
@@ -256,10 +245,9 @@ def _part2_figure(sigmas, num_dims, estimator_rows, recon_ratio, elbo_ratio):
     return fig
 
 
-def run_part2(config, workdir, model, params, x, sigmas) -> tuple[dict, str]:
+def run_part2(config, dataset, workdir, model, params, x, sigmas) -> tuple[dict, str]:
     """Estimator/trained-decoder/encoder study; returns (summary entries, report markdown)."""
-    dataset = load_dataset(config.dataset, seed=config.seed)
-    trained = _train_params(config, model, dataset)
+    trained = _train_params(config, dataset, workdir)
     sigmas32 = jnp.asarray(sigmas, jnp.float32)
     rows = _estimator_study(config, model, {"untrained": params, "trained": trained}, x, sigmas32)
     recon_ratio, elbo_ratio, recon_error = _encoder_study(config, model, trained, x, sigmas32)
@@ -290,8 +278,8 @@ def run_part2(config, workdir, model, params, x, sigmas) -> tuple[dict, str]:
 ![estimator and encoder](gradient_estimator_encoder.png)
 
 The identity holds for the **L-sample estimator** (the gradient of the mean over L latent
-samples, {config.num_repeats} independent draws each), for the untrained decoder and for one
-trained {config.train_epochs} epochs at sigma = {config.train_sigma}:
+samples, {config.gradient_equivalence.num_repeats} independent draws each), for the untrained
+decoder and for one trained {config.train.num_epochs} epochs at sigma = {config.model.sigma}:
 
 {table}
 

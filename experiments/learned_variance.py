@@ -7,14 +7,13 @@ exactly and the optimum is sigma_i -> 0: the density is unbounded, each such pix
 more positive nats the longer training runs, and only the optimiser's noise stops it.
 The ELBO then ranks models by how well they predict blank pixels.
 
-Four VAEs are trained, one :class:`vaejax.train.Trainer` run each (different decoder
-heads cannot share one population): ``gaussian_per_pixel``, the same head with sigma
-floored at ``min_sigma`` (the fix, done here by wrapping the decoder, with no library
-change), ``gaussian_shared`` (one learned sigma) and ``gaussian_optimal`` (sigma* =
-sqrt(batch MSE)). For each we map the mean predicted sigma and the mean test
-log-density of every pixel.
+Four VAEs are trained, one engine run each (different decoder heads cannot share one
+population): ``gaussian_per_pixel``, the same head with sigma floored at ``min_sigma``
+(the fix: the head's ``model.min_sigma`` option), ``gaussian_shared`` (one learned sigma)
+and ``gaussian_optimal`` (sigma* = sqrt(batch MSE)). For each we map the mean predicted
+sigma and the mean test log-density of every pixel.
 
-    python -m experiments.learned_variance --workdir=results/lv [--config.num_epochs=200]
+    python -m experiments.learned_variance --workdir=results/lv [--config.train.num_epochs=200]
 """
 
 from __future__ import annotations
@@ -23,26 +22,25 @@ import math
 import time
 from pathlib import Path
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from experiments import common
-from experiments.configs import default as default_config
-from vaejax import data as data_lib
-from vaejax import plotting  # noqa: F401  (sets the headless matplotlib backend)
-from vaejax import train as train_lib
+from experiments.configs.learned_variance import GROUP
+from vaejax import heads
+from vaejax import trainer as trainer_lib
+from vaejax.config import validate_group
 from vaejax.elbo import reparameterize
 from vaejax.likelihoods import (
     gaussian_log_likelihood,
     gaussian_log_likelihood_from_log_sigma,
     optimal_sigma,
 )
-from vaejax.models import VAE, Decoder, GaussianEncoder, decoder_log_likelihood
+from vaejax.models import VAE
 
-# (name, decoder likelihood, sigma floored at config.min_sigma)
+# (name, decoder likelihood, sigma floored at lv.min_sigma)
 MODELS = (
     ("per_pixel", "gaussian_per_pixel", False),
     ("per_pixel_floored", "gaussian_per_pixel", True),
@@ -64,45 +62,6 @@ def model_label(name: str, min_sigma: float) -> str:
             "optimal": "optimal sigma* = sqrt(MSE)"}[name]
 
 
-class FlooredDecoder(nn.Module):
-    """The per-pixel Gaussian decoder with its sigma floored: sigma = max(sigma_raw, min_sigma).
-
-    Attributes:
-      hidden: hidden units.
-      output_dim: D.
-      min_sigma: the smallest sigma the decoder can predict (> 0).
-      init_scale: weight std (None for LeCun normal).
-    """
-
-    hidden: int
-    output_dim: int
-    min_sigma: float
-    init_scale: float | None = None
-
-    @nn.compact
-    def __call__(self, z: jax.Array) -> dict[str, jax.Array]:
-        """z [B, Z] -> {mean [B, D], log_sigma [B, D]} with log_sigma >= log(min_sigma)."""
-        outputs = Decoder(self.hidden, self.output_dim, "gaussian_per_pixel",
-                          init_scale=self.init_scale, name="decoder")(z)
-        # A hard floor: below it the head gets no gradient, so sigma can no longer shrink.
-        return {**outputs,
-                "log_sigma": jnp.maximum(outputs["log_sigma"], math.log(self.min_sigma))}
-
-
-class FlooredSigmaVAE(VAE):
-    """A ``gaussian_per_pixel`` VAE whose decoder sigma never drops below ``min_sigma``.
-
-    Only ``setup`` changes, so ``VAE.encode``/``VAE.decode`` (used by the Trainer) work.
-    """
-
-    min_sigma: float = 0.02
-
-    def setup(self):
-        self.encoder = GaussianEncoder(self.hidden, self.latent, self.init_scale)
-        self.decoder = FlooredDecoder(self.hidden, self.output_dim, self.min_sigma,
-                                      self.init_scale)
-
-
 def pixel_statistics(model: VAE, likelihood: str, params, x: jax.Array, key: jax.Array) -> dict:
     """Per-pixel sigma and log-density at one posterior sample per example.
 
@@ -116,7 +75,7 @@ def pixel_statistics(model: VAE, likelihood: str, params, x: jax.Array, key: jax
     Returns:
       dict with ``sigma`` [D] (mean over examples of the predicted sigma), ``log_density``
       [D] (mean over examples of log N(x_i; mu_i, sigma_i^2), nats) and ``recon`` [] (the
-      mean over examples of log p(x|z) from :func:`decoder_log_likelihood`, which the
+      mean over examples of log p(x|z) from the head (:mod:`vaejax.heads`), which the
       per-pixel map must sum to) and ``optimal_sigma`` [] (sqrt of the MSE of these
       reconstructions: the best single sigma for them).
     """
@@ -131,29 +90,16 @@ def pixel_statistics(model: VAE, likelihood: str, params, x: jax.Array, key: jax
         log_density = gaussian_log_likelihood_from_log_sigma(
             x, outputs["mean"], outputs["log_sigma"], event_ndims=0)  # [N, D]: per pixel
         sigma = jnp.broadcast_to(jnp.exp(outputs["log_sigma"]), x.shape)
-    recon = decoder_log_likelihood(likelihood, x, outputs)
+    recon = heads.log_likelihood(likelihood, x, outputs)
     return {"sigma": jnp.mean(sigma, axis=0), "log_density": jnp.mean(log_density, axis=0),
             "recon": jnp.mean(recon),
             "optimal_sigma": optimal_sigma(x, outputs["mean"], axis="batch")}
 
 
-def _scale_learning_rate(state: train_lib.TrainState, factor: float) -> train_lib.TrainState:
-    """Multiplies every member's rate: the Trainer's optimisers keep it in their state."""
-    opt_state = state.opt_state
-    hyperparams = dict(opt_state.hyperparams)
-    hyperparams["learning_rate"] = hyperparams["learning_rate"] * factor
-    return state.replace(opt_state=opt_state._replace(hyperparams=hyperparams))
-
-
-def _training_config(config: ml_collections.ConfigDict, likelihood: str):
-    train_config = default_config.get_config()
-    train_config.update({
-        "dataset": config.dataset, "likelihood": likelihood, "hidden": config.hidden,
-        "latent": config.latent, "batch_size": config.batch_size, "optimizer": "adam",
-        "learning_rate": config.learning_rate, "num_epochs": config.num_epochs,
-        "seed": config.seed, "eval_iwae_samples": 0, "progress": False,
-    })
-    return train_config
+def _decay_epoch(config) -> int:
+    """The epoch of the (first) learning-rate drop; past the end when there is none."""
+    epochs = tuple(config.train.decay_epochs)
+    return int(epochs[0]) if epochs else config.train.num_epochs
 
 
 def shared_sigma_start(train: np.ndarray) -> float:
@@ -161,85 +107,61 @@ def shared_sigma_start(train: np.ndarray) -> float:
     return float(np.log(np.sqrt(np.mean(np.var(np.asarray(train, np.float64), axis=0)))))
 
 
-def _train_model(name: str, likelihood: str, floored: bool, config, dataset) -> dict:
-    """One Trainer run; returns final metrics, pixel maps and the training curve."""
-    train_config = _training_config(config, likelihood)
+def _train_model(name: str, likelihood: str, floored: bool, config, dataset, workdir) -> dict:
+    """One engine run; returns final metrics, pixel maps and the training curve."""
+    lv = config.learned_variance
+    model_config = config.copy_and_resolve_references()
+    model_config.model.likelihood = likelihood
+    model_config.model.min_sigma = lv.min_sigma if floored else 0.0
     if likelihood == "gaussian_shared":
         # Start at the optimum of a model that ignores z, sqrt(mean pixel variance), so
         # that Adam (which moves log sigma by about the rate per step) need not walk from 0.
-        train_config.init_log_sigma = shared_sigma_start(dataset.train)
-    train_lib.validate_config(train_config, dataset)
-    num_dims = dataset.num_dims
-    if floored:
-        model = FlooredSigmaVAE(hidden=config.hidden, latent=config.latent,
-                                output_dim=num_dims, likelihood=likelihood,
-                                min_sigma=config.min_sigma)
-    else:
-        model = train_lib.make_model(train_config, num_dims)
-    trainer = train_lib.Trainer(model, train_config, num_dims)
-    hyper = train_lib.make_hyper(train_config)
-    state = trainer.init(hyper)  # eagerly: a compile would cost more than it saves here
-    epoch_fn = jax.jit(trainer.epoch, donate_argnums=(0,))
-    member = lambda s: jax.tree.map(lambda a: a[0], s.params)  # noqa: E731  (P = 1)
-    # One compiled evaluation: the Trainer's test metrics and the per-pixel maps together.
+        model_config.model.init_log_sigma = shared_sigma_start(dataset.train)
+    trainer, members = trainer_lib.build(model_config, dataset)
+    model = trainer.model
+    # One compiled evaluation: the engine's test metrics and the per-pixel maps together.
     evaluate = jax.jit(lambda s, x: (
-        trainer.evaluate(s, x, hyper),
-        pixel_statistics(model, likelihood, member(s), x, jax.random.key(_EVAL_KEY))))
+        trainer.evaluate(s, x, members),
+        pixel_statistics(model, likelihood, common.first_member(s.params), x,
+                         jax.random.key(_EVAL_KEY))))
     train_data, test_data = jnp.asarray(dataset.train), jnp.asarray(dataset.test)
     # Same shape as the test set, so the compiled evaluation is reused for the train ELBO.
     train_subset = train_data[: test_data.shape[0]]
 
-    curve, tic = [], time.perf_counter()
-    for epoch in range(config.num_epochs):
-        if epoch == config.decay_epoch and config.decay_factor != 1:
-            state = _scale_learning_rate(state, config.decay_factor)
-        state, metrics = epoch_fn(state, train_data, jnp.int32(epoch), hyper)
-        bad = train_lib.first_non_finite(jax.tree.map(np.asarray, metrics))
-        if bad is not None:
-            raise train_lib.NonFiniteLossError(
-                f"{name}: non-finite loss at epoch {epoch + 1}, step {bad[0]}, term {bad[2]}.")
-        done = epoch + 1
-        if done % config.eval_every_epochs == 0 or done == config.num_epochs:
-            evals, stats = jax.tree.map(np.asarray, evaluate(state, test_data))
-            curve.append({"epoch": done, "test_elbo": float(evals.elbo[0]),
-                          "min_sigma": float(stats["sigma"].min()),
-                          "median_sigma": float(np.median(stats["sigma"]))})
+    def curve_point(ctx):
+        evals, stats = common.host(evaluate(ctx.state, test_data))
+        return [{"epoch": int(ctx.epoch), "test_elbo": float(evals.elbo[0]),
+                 "min_sigma": float(stats["sigma"].min()),
+                 "median_sigma": float(np.median(stats["sigma"]))}]
+
+    per_epoch = trainer.steps_per_epoch(dataset.train.shape[0])
+    tic = time.perf_counter()
+    result = common.train(model_config, dataset, workdir, f"learned_variance/{name}",
+                          trainer=trainer, members=members, hooks=[trainer_lib.Hook(
+                              curve_point,
+                              every_steps=lv.eval_every_epochs * per_epoch)])
     seconds = time.perf_counter() - tic
-    test_metrics, test_stats = jax.tree.map(np.asarray, evaluate(state, test_data))
-    train_metrics, _ = jax.tree.map(np.asarray, evaluate(state, train_subset))
+    test_metrics, test_stats = common.host(evaluate(result.state, test_data))
+    train_metrics, _ = common.host(evaluate(result.state, train_subset))
     first = lambda tree: jax.tree.map(lambda a: float(a[0]), tree)  # noqa: E731
-    test_eval, train_eval = first(test_metrics), first(train_metrics)
-    return {"test": test_eval, "train": train_eval, "stats": test_stats, "curve": curve,
-            "seconds": seconds}
-
-
-def _check_config(config: ml_collections.ConfigDict) -> None:
-    for key in ("hidden", "latent", "batch_size", "num_epochs", "eval_every_epochs",
-                "decay_epoch"):
-        value = config[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"config `{key}` must be an int >= 1, got {value!r}.")
-    for key in ("learning_rate", "decay_factor", "collapsed_sigma", "near_constant_std"):
-        if not (math.isfinite(config[key]) and config[key] > 0):
-            raise ValueError(f"config `{key}` must be finite and > 0, got {config[key]!r}.")
-    if not (math.isfinite(config.min_sigma) and config.min_sigma >= 0):
-        raise ValueError(f"config `min_sigma` must be >= 0 (0 skips the floored model), "
-                         f"got {config.min_sigma!r}.")
+    return {"test": first(test_metrics), "train": first(train_metrics), "stats": test_stats,
+            "curve": result.history, "seconds": seconds}
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Trains the four models; writes figures, CSVs, JSON and a report section."""
+    lv = config.learned_variance
     workdir = common.prepare_workdir(workdir)
-    _check_config(config)
-    dataset = data_lib.load_dataset(config.dataset, seed=config.seed)
-    models = [m for m in MODELS if not (m[2] and config.min_sigma == 0)]
-    results = {name: _train_model(name, likelihood, floored, config, dataset)
+    validate_group(config, "learned_variance", GROUP)
+    dataset = common.load_data(config)
+    models = [m for m in MODELS if not (m[2] and lv.min_sigma == 0)]
+    results = {name: _train_model(name, likelihood, floored, config, dataset, workdir)
                for name, likelihood, floored in models}
 
     data_std = dataset.train.std(axis=0).astype(np.float64)  # [D]
     data_mean = dataset.train.mean(axis=0).astype(np.float64)
     always_zero = dataset.train.max(axis=0) == 0  # [D]
-    near_constant = data_std < config.near_constant_std
+    near_constant = data_std < lv.near_constant_std
     summary = _summarise(config, dataset, results, data_std, always_zero, near_constant)
 
     names = list(results)
@@ -282,10 +204,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 
 
 def _summarise(config, dataset, results, data_std, always_zero, near_constant) -> dict:
+    lv = config.learned_variance
     summary = {"num_dims": dataset.num_dims, "num_test": int(dataset.test.shape[0]),
-               "num_epochs": config.num_epochs, "min_sigma_floor": config.min_sigma,
-               "collapsed_sigma": config.collapsed_sigma,
-               "near_constant_std": config.near_constant_std,
+               "num_epochs": config.train.num_epochs, "min_sigma_floor": lv.min_sigma,
+               "collapsed_sigma": lv.collapsed_sigma,
+               "near_constant_std": lv.near_constant_std,
                "always_zero_pixels": np.flatnonzero(always_zero).tolist(),
                "near_constant_pixels": np.flatnonzero(near_constant).tolist(),
                "shared_init_sigma": float(np.exp(shared_sigma_start(dataset.train))),
@@ -293,7 +216,7 @@ def _summarise(config, dataset, results, data_std, always_zero, near_constant) -
     likelihoods = {name: likelihood for name, likelihood, _ in MODELS}
     for name, r in results.items():
         sigma, log_density = r["stats"]["sigma"], r["stats"]["log_density"]
-        collapsed = sigma < config.collapsed_sigma
+        collapsed = sigma < lv.collapsed_sigma
         summary["models"][name] = {
             "likelihood": likelihoods[name],
             "test_elbo": r["test"].elbo, "test_recon": r["test"].recon, "test_kl": r["test"].kl,
@@ -334,8 +257,8 @@ def _summarise(config, dataset, results, data_std, always_zero, near_constant) -
         per_pixel["recon_from_pixel_map"] - optimal["recon_from_pixel_map"])
     summary["per_pixel_recon_lead_over_optimal_near_constant"] = (
         per_pixel["log_density_near_constant_pixels"] - optimal["log_density_near_constant_pixels"])
-    if config.min_sigma > 0:  # the most one pixel can earn when sigma >= min_sigma
-        summary["floor_cap_nats_per_pixel"] = -math.log(config.min_sigma) - _HALF_LOG_2PI
+    if lv.min_sigma > 0:  # the most one pixel can earn when sigma >= min_sigma
+        summary["floor_cap_nats_per_pixel"] = -math.log(lv.min_sigma) - _HALF_LOG_2PI
     summary["correlation_log_sigma_log_std"] = float(np.corrcoef(
         np.log(results["per_pixel"]["stats"]["sigma"]),
         np.log(np.maximum(data_std, _STD_FLOOR)))[0, 1])
@@ -363,6 +286,7 @@ def _pixel_map(ax, values, image_shape, *, norm, cmap, title, marks=None, fmt="{
 
 def sigma_figure(results, data_std, always_zero, image_shape, config):
     """Map of the per-pixel model's sigma, map of the data std, scatter of one against the other."""
+    lv = config.learned_variance
     import matplotlib.colors as mcolors
     import matplotlib.pyplot as plt
 
@@ -372,11 +296,11 @@ def sigma_figure(results, data_std, always_zero, image_shape, config):
     shown_std = np.maximum(data_std, _STD_FLOOR)
     norm = mcolors.LogNorm(vmin=min(sigma.min(), shown_std.min()),
                            vmax=max(sigma.max(), shown_std.max()))
-    num_collapsed = int(np.sum(sigma < config.collapsed_sigma))
+    num_collapsed = int(np.sum(sigma < lv.collapsed_sigma))
     im = _pixel_map(axes[0], sigma, image_shape, norm=norm, cmap="viridis", marks=always_zero,
                     title=f"per-pixel model: mean predicted sigma (test set)\nmin {sigma.min():.2g}"
                           f", median {np.median(sigma):.2g}, {num_collapsed} pixels < "
-                          f"{config.collapsed_sigma:g}")
+                          f"{lv.collapsed_sigma:g}")
     axes[0].legend(fontsize=6, loc="lower center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     _pixel_map(axes[1], shown_std, image_shape, norm=norm, cmap="viridis", marks=always_zero,
                title=f"training-set std of each pixel\n(std 0 shown as {_STD_FLOOR:g})")
@@ -387,29 +311,30 @@ def sigma_figure(results, data_std, always_zero, image_shape, config):
     for name, r in results.items():
         if name in ("per_pixel", "per_pixel_floored"):
             ax.loglog(shown_std, r["stats"]["sigma"], "o", ms=4, mfc="none",
-                      color=MODEL_COLORS[name], label=model_label(name, config.min_sigma))
+                      color=MODEL_COLORS[name], label=model_label(name, lv.min_sigma))
         else:
             ax.axhline(float(r["stats"]["sigma"][0]), color=MODEL_COLORS[name], lw=1.2,
-                       label=f"{model_label(name, config.min_sigma)}: "
+                       label=f"{model_label(name, lv.min_sigma)}: "
                              f"{float(r['stats']['sigma'][0]):.3g}")
     ax.loglog(shown_std[always_zero], sigma[always_zero], "v", ms=6, color="magenta",
               label="always-0 pixels (per-pixel model)")
     grid = np.array([_STD_FLOOR, shown_std.max()])
     ax.loglog(grid, grid, ":", color="gray", lw=1, label="sigma = pixel std")
-    ax.axhline(config.collapsed_sigma, color="black", lw=0.6, ls="--",
-               label=f"collapsed: sigma < {config.collapsed_sigma:g}")
+    ax.axhline(lv.collapsed_sigma, color="black", lw=0.6, ls="--",
+               label=f"collapsed: sigma < {lv.collapsed_sigma:g}")
     ax.set_xlabel(f"training-set std of the pixel (0 shown at {_STD_FLOOR:g})")
     ax.set_ylabel("mean predicted sigma on the test set")
     ax.set_title("learned sigma against the pixel's spread", fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=6.5, loc="lower right")
-    fig.suptitle(f"The learned-variance trap on {config.dataset}: a per-pixel sigma collapses "
-                 f"where the pixel never varies ({config.num_epochs} epochs)", fontsize=11)
+    fig.suptitle(f"The learned-variance trap on {config.data.dataset}: a per-pixel sigma collapses "
+                 f"where the pixel never varies ({config.train.num_epochs} epochs)", fontsize=11)
     return fig
 
 
 def log_density_figure(results, always_zero, image_shape, config):
     """Maps of the mean test log-density per pixel (nats), one per model, one colour scale."""
+    lv = config.learned_variance
     import matplotlib.colors as mcolors
     import matplotlib.pyplot as plt
 
@@ -424,7 +349,7 @@ def log_density_figure(results, always_zero, image_shape, config):
         total = float(r["stats"]["log_density"].sum())
         im = _pixel_map(ax, r["stats"]["log_density"], image_shape, norm=norm, cmap="RdBu_r",
                         marks=always_zero, fmt="{:.1f}",
-                        title=f"{model_label(name, config.min_sigma)}\nsum {total:.1f} nats; "
+                        title=f"{model_label(name, lv.min_sigma)}\nsum {total:.1f} nats; "
                               f"test ELBO {r['test'].elbo:.1f}")
     fig.colorbar(im, ax=axes[0].tolist(), fraction=0.02, pad=0.02,
                  label="mean test log N(x_i; mu_i, sigma_i^2), nats")
@@ -435,12 +360,13 @@ def log_density_figure(results, always_zero, image_shape, config):
 
 def training_figure(results, config):
     """Test ELBO and the per-pixel sigma's min/median against epoch, per model."""
+    lv = config.learned_variance
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, r in results.items():
         epochs = [p["epoch"] for p in r["curve"]]
-        label = model_label(name, config.min_sigma)
+        label = model_label(name, lv.min_sigma)
         axes[0].plot(epochs, [p["test_elbo"] for p in r["curve"]], "-o", ms=2.5,
                      color=MODEL_COLORS[name], label=label)
         if name in ("per_pixel", "per_pixel_floored"):
@@ -449,14 +375,14 @@ def training_figure(results, config):
             axes[1].semilogy(epochs, [p["median_sigma"] for p in r["curve"]], "--",
                              color=MODEL_COLORS[name], label=f"{label}: median over pixels")
     for ax in axes:
-        if config.decay_factor != 1 and config.decay_epoch < config.num_epochs:
-            ax.axvline(config.decay_epoch, color="gray", lw=0.8, ls=":")
+        if config.train.decay_factor != 1 and _decay_epoch(config) < config.train.num_epochs:
+            ax.axvline(_decay_epoch(config), color="gray", lw=0.8, ls=":")
         ax.set_xlabel("epoch")
         ax.grid(True, which="both", alpha=0.3)
     axes[0].set_ylabel("test ELBO (nats per image)")
     axes[0].set_title("test ELBO during training", fontsize=9)
     axes[1].set_ylabel("mean predicted sigma (test set)")
-    axes[1].set_title(f"per-pixel sigma; dotted line: Adam rate x {config.decay_factor:g}",
+    axes[1].set_title(f"per-pixel sigma; dotted line: Adam rate x {config.train.decay_factor:g}",
                       fontsize=9)
     for ax in axes:
         ax.legend(fontsize=7)
@@ -465,15 +391,16 @@ def training_figure(results, config):
 
 
 def _report_section(summary: dict, config) -> str:
+    lv = config.learned_variance
     models = summary["models"]
-    rows = [[model_label(n, config.min_sigma), m["test_elbo"], m["test_recon"], m["test_kl"],
+    rows = [[model_label(n, lv.min_sigma), m["test_elbo"], m["test_recon"], m["test_kl"],
              m["train_elbo"], m["min_sigma"], m["median_sigma"], m["num_collapsed_pixels"],
              m["log_density_near_constant_pixels"], m["log_density_other_pixels"]]
             for n, m in models.items()]
     table = common.markdown_table(
         ["decoder", "test ELBO", "test recon", "test KL",
          f"train ELBO (first {summary['num_test']} images)", "min sigma",
-         "median sigma", f"pixels sigma < {config.collapsed_sigma:g}",
+         "median sigma", f"pixels sigma < {lv.collapsed_sigma:g}",
          f"log-density, {summary['num_near_constant_pixels']} near-constant pixels",
          "log-density, other pixels"], rows)
     pp, opt, shared = models["per_pixel"], models["optimal"], models["shared"]
@@ -482,10 +409,10 @@ def _report_section(summary: dict, config) -> str:
         fl = models["per_pixel_floored"]
         floored = f"""
 
-**The fix.** Flooring sigma at {config.min_sigma:g} (about the std of the data's 1/16
-quantisation step) caps what a pixel can earn at -log({config.min_sigma:g}) - 1/2 log(2 pi)
+**The fix.** Flooring sigma at {lv.min_sigma:g} (about the std of the data's 1/16
+quantisation step) caps what a pixel can earn at -log({lv.min_sigma:g}) - 1/2 log(2 pi)
 = {summary['floor_cap_nats_per_pixel']:.2f} nats: {fl['num_collapsed_pixels']} pixels are
-below {config.collapsed_sigma:g}, the near-constant pixels give
+below {lv.collapsed_sigma:g}, the near-constant pixels give
 {fl['log_density_near_constant_pixels']:.1f} nats (cap
 {summary['num_near_constant_pixels'] * summary['floor_cap_nats_per_pixel']:.1f}), the test
 ELBO is {fl['test_elbo']:.1f} and training is stable ({fl['num_elbo_dips']} dips). Any
@@ -506,12 +433,12 @@ With a learned per-pixel sigma, a pixel that never varies is predicted exactly a
 sigma has no lower bound. On the digits (D = {summary['num_dims']}),
 {len(summary['always_zero_pixels'])} pixels are 0 in every training image and
 {summary['num_near_constant_pixels']} have a training-set std below
-{config.near_constant_std:g}, all in the border columns. After {summary['num_epochs']}
+{lv.near_constant_std:g}, all in the border columns. After {summary['num_epochs']}
 epochs the per-pixel model's mean predicted sigma is
 **{summary['per_pixel_sigma_always_zero']:.2g}** on the always-0 pixels and
 **{summary['per_pixel_min_sigma']:.2g}** at its smallest, against a median of
 {summary['per_pixel_median_sigma']:.2g}; **{summary['per_pixel_num_collapsed']}** pixels
-are below {config.collapsed_sigma:g} (figure above: the sigma map, left, mirrors the
+are below {lv.collapsed_sigma:g} (figure above: the sigma map, left, mirrors the
 data's std, middle; right, log sigma against log std, correlation
 {summary['correlation_log_sigma_log_std']:.2f}).
 
@@ -533,7 +460,7 @@ pixel.{dips}{floored}
 
 Left: test ELBO during training; right: the smallest and the median per-pixel sigma.
 The collapse is held back only by the optimiser's noise: when the Adam rate is divided
-by {1 / config.decay_factor:g} at epoch {config.decay_epoch} (every model alike) the
+by {1 / config.train.decay_factor:g} at epoch {_decay_epoch(config)} (every model alike) the
 per-pixel sigma drops further (to {pp['min_sigma']:.2g}) and the per-pixel model's test
 ELBO climbs, {pp['test_elbo_gain_recent_epochs']:+.1f} nats in the last {_RECENT_EPOCHS}
 epochs. The shared-sigma model starts at sigma = {summary['shared_init_sigma']:.3g} (the

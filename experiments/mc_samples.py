@@ -19,7 +19,7 @@ of one M are one jitted call (vmapped chunks of draws under ``lax.map``). Draws 
 random numbers across L and M (nested minibatches; the first samples of a larger L
 are those of a smaller one), which makes the comparisons precise.
 
-    python -m experiments.mc_samples --workdir=results/mc [--config.num_repeats=400]
+    python -m experiments.mc_samples --workdir=results/mc [--config.mc_samples.num_repeats=400]
 """
 
 from __future__ import annotations
@@ -36,47 +36,37 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from experiments import common
-from vaejax import plotting  # noqa: F401  (sets the Agg backend before pyplot is imported)
-from vaejax import train as train_lib
-from vaejax.data import load_dataset, num_batches
+from experiments.configs.mc_samples import GROUP
+from vaejax import config as config_lib
+from vaejax import trainer as trainer_lib
+from vaejax.config import validate_group
 from vaejax.elbo import reparameterize
 from vaejax.kl import kl_standard_normal
-from vaejax.models import VAE, decoder_log_likelihood
 
 PARTS = ("total", "encoder", "decoder")
 
 
-def _with_num_samples(trainer: train_lib.Trainer, num_samples: int) -> train_lib.Trainer:
-    config = trainer.config.copy_and_resolve_references()
-    with config.unlocked():
-        config.num_samples = int(num_samples)
-    return dataclasses.replace(trainer, config=config)
-
-
-def single_sample_loss(trainer: train_lib.Trainer, params, batch: jax.Array, eps: jax.Array,
-                       sigma, beta) -> jax.Array:
-    """``trainer.member_loss`` with L = 1 and the latent noise given: eps [B, Z] -> scalar.
+def single_sample_loss(trainer: trainer_lib.Trainer, params, batch: jax.Array, eps: jax.Array,
+                       member: trainer_lib.Members) -> jax.Array:
+    """The engine's ELBO loss of one member with L = 1 and the latent noise given: a scalar.
 
     The L-sample loss is the mean of these over eps_1..eps_L (the sample average is
     linear and the KL is analytic), hence so is its gradient.
     """
-    model = trainer.model
-    mean, log_var = model.apply(params, batch, method=VAE.encode)
-    outputs = model.apply(params, mean + jnp.exp(0.5 * log_var) * eps, method=VAE.decode)
-    recon = decoder_log_likelihood(trainer.config.likelihood, batch, outputs, sigma=sigma)
-    decay = 0.5 * trainer.config.weight_decay * sum(
-        jnp.sum(jnp.square(leaf)) for leaf in jax.tree.leaves(params))
-    return -jnp.mean(recon - beta * kl_standard_normal(mean, log_var)) + decay
+    mean, log_var = trainer.encode(params, batch, member)
+    recon = trainer.log_likelihood_fn(params, batch, member)(mean + jnp.exp(0.5 * log_var) * eps)
+    loss = -jnp.mean(recon - member.beta * kl_standard_normal(mean, log_var))
+    return loss + trainer._decay(params, member, loss)
 
 
-def draw_gradients(trainer: train_lib.Trainer, params, train_data: jax.Array,
-                   draw_key: jax.Array, sigma, beta, *, batch_size: int,
+def draw_gradients(trainer: trainer_lib.Trainer, params, train_data: jax.Array,
+                   draw_key: jax.Array, member, *, batch_size: int,
                    num_samples_grid: tuple[int, ...]) -> dict[str, jax.Array]:
     """One draw of the minibatch ELBO gradient for every L of the grid at once.
 
     The minibatch is ``permutation(draw_key)[:M]`` and the latent noise that of
     ``elbo(fold_in(draw_key, 1), ..., num_samples=L)`` (sample l from ``fold_in(key, l)``),
-    so entry L equals ``grad(trainer.member_loss)`` with ``num_samples=L`` and that key:
+    so entry L equals the gradient of the engine's loss with ``num_samples=L`` and that key:
     the L_max single-sample gradients are one vmapped axis, and their running mean gives
     every L.
 
@@ -84,13 +74,13 @@ def draw_gradients(trainer: train_lib.Trainer, params, train_data: jax.Array,
       {"encoder": [len(grid), n_encoder], "decoder": [len(grid), n_decoder]} flat gradients.
     """
     batch = train_data[jax.random.permutation(draw_key, train_data.shape[0])[:batch_size]]
-    zeros = jnp.zeros((batch_size, trainer.config.latent), batch.dtype)
+    zeros = jnp.zeros((batch_size, trainer.max_latent), batch.dtype)
     max_samples = max(num_samples_grid)
     # reparameterize with mean 0 and log-variance 0 returns the elbo's own eps draws.
     eps = reparameterize(jax.random.fold_in(draw_key, 1), zeros, zeros,
                          num_samples=max_samples)  # [L_max, M, Z]
     grads = jax.vmap(lambda e: jax.grad(single_sample_loss, argnums=1)(
-        trainer, params, batch, e, sigma, beta))(eps)["params"]
+        trainer, params, batch, e, member))(eps)["params"]
     rows = jnp.asarray(num_samples_grid) - 1
     counts = jnp.arange(1, max_samples + 1, dtype=batch.dtype)[:, None]
     out = {}
@@ -100,8 +90,8 @@ def draw_gradients(trainer: train_lib.Trainer, params, train_data: jax.Array,
     return out
 
 
-def gradient_statistics(trainer: train_lib.Trainer, params, train_data: jax.Array,
-                        key: jax.Array, sigma, beta, *, batch_size: int,
+def gradient_statistics(trainer: trainer_lib.Trainer, params, train_data: jax.Array,
+                        key: jax.Array, member, *, batch_size: int,
                         num_samples_grid: tuple[int, ...], num_repeats: int,
                         repeat_chunk: int) -> dict[str, jax.Array]:
     """Variance of the minibatch ELBO gradient over ``num_repeats`` draws, per L; jit-able.
@@ -110,11 +100,11 @@ def gradient_statistics(trainer: train_lib.Trainer, params, train_data: jax.Arra
     ``repeat_chunk`` under ``vmap`` (``lax.map``).
 
     Args:
-      trainer: its model, likelihood and weight decay define the loss (``member_loss``).
+      trainer: its model, head and weight decay define the loss.
       params: one member's parameters (unstacked).
       train_data: [N, D] the training set the minibatches are drawn from.
       key: PRNG key.
-      sigma, beta: the member's decoder sigma and KL weight.
+      member: the member's settings (decoder sigma, KL weight, ...), unstacked.
       batch_size: M.
       num_samples_grid: the L values (static).
       num_repeats: R >= 2 draws.
@@ -127,7 +117,7 @@ def gradient_statistics(trainer: train_lib.Trainer, params, train_data: jax.Arra
     """
     keys = jax.vmap(lambda r: jax.random.fold_in(key, r))(jnp.arange(num_repeats))
     draws = jax.lax.map(  # each [R, len(grid), n_part]
-        lambda k: draw_gradients(trainer, params, train_data, k, sigma, beta,
+        lambda k: draw_gradients(trainer, params, train_data, k, member,
                                  batch_size=batch_size, num_samples_grid=num_samples_grid),
         keys, batch_size=repeat_chunk)
     stats = {}
@@ -160,98 +150,97 @@ def log_log_slope(x, y) -> float:
                             np.log(np.asarray(y, np.float64)), 1)[0])
 
 
-def _measure_variances(config, trainer, params_by_epoch, train_data, hyper) -> list[dict]:
-    """One jitted call per M (all L and all draws inside), for each measured epoch."""
-    rows = []
-    grid = tuple(int(ell) for ell in config.num_samples_grid)
-    key = jax.random.key(config.seed + 4242)
-    for batch_size in config.batch_sizes:
-        stats_fn = jax.jit(functools.partial(
-            gradient_statistics, trainer, train_data=train_data, sigma=hyper.sigma[0],
-            beta=hyper.beta[0], batch_size=int(batch_size), num_samples_grid=grid,
-            num_repeats=config.num_repeats, repeat_chunk=config.repeat_chunk))
-        for epoch, params in params_by_epoch.items():
+def _variance_hook(exp, trainer, member, train_data, key) -> trainer_lib.Hook:
+    """Measures the variances at the epochs ``exp.measure_at_epochs``: one jit per M."""
+    grid = tuple(int(ell) for ell in exp.num_samples_grid)
+    stats_fns = {int(m): jax.jit(functools.partial(
+        gradient_statistics, trainer, train_data=train_data, member=member, batch_size=int(m),
+        num_samples_grid=grid, num_repeats=exp.num_repeats, repeat_chunk=exp.repeat_chunk))
+        for m in exp.batch_sizes}
+    per_epoch = trainer.steps_per_epoch(int(train_data.shape[0]))
+
+    def measure(ctx):
+        params = common.first_member(ctx.state.params)
+        epoch = ctx.step // per_epoch
+        loss = None if ctx.block is None else float(np.mean(ctx.block.loss))
+        rows = []
+        for batch_size, stats_fn in stats_fns.items():
             # The same key for every M: nested minibatches, common random numbers.
-            stats = jax.tree.map(np.asarray, stats_fn(params, key=key))
-            for i, num_samples in enumerate(grid):
-                rows.append({"epoch": epoch, "batch_size": int(batch_size),
-                             "num_samples": num_samples,
-                             **{name: float(value[i]) for name, value in stats.items()}})
-    return rows
+            stats = common.host(stats_fn(params, key=key))
+            rows += [{"epoch": epoch, "batch_size": batch_size, "num_samples": num_samples,
+                      "train_loss": loss, **{n: float(v[i]) for n, v in stats.items()}}
+                     for i, num_samples in enumerate(grid)]
+        return rows
+
+    return trainer_lib.Hook(measure, at_steps=tuple(int(e) * per_epoch
+                                                    for e in exp.measure_at_epochs),
+                            at_end=False)
 
 
-def _time_steps(config, trainer, state, train_data, hyper,
-                compiled_epochs: dict) -> dict[int, list[float]]:
-    """Seconds per training step for each L: the median over epochs interleaved across L.
+def _time_steps(exp, trainer, state, train_data, members) -> dict[int, list[float]]:
+    """Seconds per training step for each L: the median over epochs interleaved across L."""
+    steps = trainer.steps_per_epoch(int(train_data.shape[0]))
+    runs = {ell: dataclasses.replace(trainer, num_samples=int(ell)).jit.run
+            for ell in exp.num_samples_grid}
 
-    ``compiled_epochs`` maps L to an already jitted ``epoch`` (the warm-up training's),
-    so that it is not compiled twice; the others are jitted and warmed up here.
-    """
-    steps = num_batches(train_data.shape[0], config.batch_size)
-    epoch_fns = {}
-    for num_samples in config.num_samples_grid:
-        epoch_fn = compiled_epochs.get(num_samples)
-        if epoch_fn is None:
-            epoch_fn = jax.jit(_with_num_samples(trainer, num_samples).epoch)
-        jax.block_until_ready(epoch_fn(state, train_data, jnp.int32(0), hyper))
-        epoch_fns[num_samples] = epoch_fn
-    times = {num_samples: [] for num_samples in config.num_samples_grid}
-    for repeat in range(config.timing_epochs):
-        for num_samples, epoch_fn in epoch_fns.items():
-            tic = time.perf_counter()
-            jax.block_until_ready(epoch_fn(state, train_data, jnp.int32(repeat + 1), hyper))
-            times[num_samples].append((time.perf_counter() - tic) / steps)
+    def epoch(run, start):
+        fresh = jax.tree.map(jnp.copy, state)  # run donates its state
+        jax.block_until_ready(fresh)
+        tic = time.perf_counter()
+        jax.block_until_ready(run(fresh, train_data, members, jnp.int32(start),
+                                  jnp.int32(start + steps)))
+        return (time.perf_counter() - tic) / steps
+
+    for run in runs.values():
+        epoch(run, 0)  # compile and warm up
+    times = {ell: [] for ell in runs}
+    for repeat in range(exp.timing_epochs):
+        for ell, run in runs.items():
+            times[ell].append(epoch(run, (repeat + 1) * steps))
     return times
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Measures gradient variance over the (M, L) grid and the step time against L."""
     workdir = common.prepare_workdir(workdir)
-    if config.num_repeats < 2:
-        raise ValueError(f"config `num_repeats` must be >= 2, got {config.num_repeats}.")
-    epochs_to_measure = sorted(set(int(e) for e in config.measure_at_epochs))
-    if not epochs_to_measure or epochs_to_measure[0] < 0:
-        raise ValueError(f"config `measure_at_epochs` must be epochs >= 0, got "
-                         f"{config.measure_at_epochs}.")
-    dataset = load_dataset(config.dataset, seed=config.seed)
-    train_lib.validate_config(config, dataset)
-    if max(config.batch_sizes) > dataset.train.shape[0]:
-        raise ValueError(f"config `batch_sizes` {config.batch_sizes} exceed the "
+    exp = validate_group(config, "mc_samples", GROUP)
+    epochs_to_measure = sorted(set(int(e) for e in exp.measure_at_epochs))
+    if not epochs_to_measure:
+        raise ValueError("config `mc_samples.measure_at_epochs` must list epochs >= 0.")
+    dataset = common.load_data(config)
+    if max(exp.batch_sizes) > dataset.train.shape[0]:
+        raise ValueError(f"config `mc_samples.batch_sizes` {exp.batch_sizes} exceed the "
                          f"{dataset.train.shape[0]} training examples.")
-    hyper = train_lib.make_hyper(config)
-    if hyper.sigma.shape[0] != 1:
+    if config_lib.population_size(config) != 1:
         raise ValueError("mc_samples measures one model: leave config.population empty.")
-    trainer = train_lib.Trainer(train_lib.make_model(config, dataset.num_dims), config,
-                                dataset.num_dims)
+    trainer, members = trainer_lib.build(config, dataset)
     train_data = jnp.asarray(dataset.train)
+    member = common.first_member(members)
+    per_epoch = trainer.steps_per_epoch(dataset.train.shape[0])
 
-    # Brief training (L = config.num_samples), keeping the parameters at each measured epoch.
-    state = jax.jit(trainer.init)(hyper)
-    epoch_fn = jax.jit(trainer.epoch)
-    params_by_epoch, losses = {}, {}
-    for epoch in range(epochs_to_measure[-1] + 1):
-        if epoch in epochs_to_measure:
-            params_by_epoch[epoch] = jax.tree.map(lambda a: a[0], state.params)
-        if epoch < epochs_to_measure[-1]:
-            state, metrics = epoch_fn(state, train_data, jnp.int32(epoch), hyper)
-            losses[epoch + 1] = float(np.mean(metrics.loss))
+    # Brief training (L = train.num_samples); the hook measures at each listed epoch.
     tic = time.perf_counter()
-    rows = _measure_variances(config, trainer, params_by_epoch, train_data, hyper)
+    result = common.train(config, dataset, workdir, "mc_samples/warmup", trainer=trainer,
+                          members=members, num_steps=epochs_to_measure[-1] * per_epoch,
+                          hooks=[_variance_hook(exp, trainer, member, train_data,
+                                                jax.random.key(config.seed + 4242))])
+    rows = result.history
     variance_seconds = time.perf_counter() - tic
-    times = _time_steps(config, trainer, state, train_data, hyper,
-                        {int(config.num_samples): epoch_fn})
+    times = _time_steps(exp, trainer, result.state, train_data, members)
+    losses = {r["epoch"]: r["train_loss"] for r in rows}
+    params0 = common.first_member(result.state.params)
 
     num_examples = dataset.train.shape[0]
-    summary = {"dataset": dataset.name, "likelihood": config.likelihood,
-               "sigma": float(config.sigma), "num_examples": num_examples,
-               "num_parameters": train_lib.num_parameters(params_by_epoch[epochs_to_measure[0]]),
-               "num_repeats": config.num_repeats, "batch_sizes": list(config.batch_sizes),
-               "num_samples_grid": list(config.num_samples_grid),
+    summary = {"dataset": dataset.name, "likelihood": config.model.likelihood,
+               "sigma": float(config.model.sigma), "num_examples": num_examples,
+               "num_parameters": trainer_lib.num_parameters(params0),
+               "num_repeats": exp.num_repeats, "batch_sizes": list(exp.batch_sizes),
+               "num_samples_grid": list(exp.num_samples_grid),
                "measured_at_epochs": epochs_to_measure,
                "train_loss_at_last_epoch": losses.get(epochs_to_measure[-1]),
-               "variance_measurement_seconds": variance_seconds, "per_epoch": {}}
-    big_m, small_l = max(config.batch_sizes), min(config.num_samples_grid)
-    large_l = 16 if 16 in config.num_samples_grid else max(config.num_samples_grid)
+               "train_and_variance_seconds": variance_seconds, "per_epoch": {}}
+    big_m, small_l = max(exp.batch_sizes), min(exp.num_samples_grid)
+    large_l = 16 if 16 in exp.num_samples_grid else max(exp.num_samples_grid)
     for epoch in epochs_to_measure:
         sel = [r for r in rows if r["epoch"] == epoch]
         v = {(r["batch_size"], r["num_samples"]): r["variance_total"] for r in sel}
@@ -267,9 +256,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
             f"variance_ratio_L{small_l}_vs_L{large_l}_at_M{big_m}":
                 v[(big_m, small_l)] / v[(big_m, large_l)],
             f"slope_vs_L_at_M{big_m}": log_log_slope(
-                config.num_samples_grid, [v[(big_m, ell)] for ell in config.num_samples_grid]),
+                exp.num_samples_grid, [v[(big_m, ell)] for ell in exp.num_samples_grid]),
             f"slope_vs_M_at_L{small_l}": log_log_slope(
-                config.batch_sizes, [v[(m, small_l)] for m in config.batch_sizes]),
+                exp.batch_sizes, [v[(m, small_l)] for m in exp.batch_sizes]),
             "slope_vs_ML_all_points": log_log_slope(
                 [r["batch_size"] * r["num_samples"] for r in sel],
                 [r["variance_total"] for r in sel]),
@@ -283,7 +272,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                 if r["batch_size"] == big_m and r["num_samples"] == small_l),
         }
     median = {ell: float(np.median(t)) for ell, t in times.items()}
-    summary["timing_batch_size"] = config.batch_size
+    summary["timing_batch_size"] = config.train.batch_size
     summary["timing_seconds_per_step"] = {str(ell): s for ell, s in median.items()}
     summary["timing_relative_to_L1"] = {str(ell): s / median[small_l] for ell, s in median.items()}
     summary["timing_slope_vs_L"] = log_log_slope(list(median), list(median.values()))
@@ -309,8 +298,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     common.write_csv(workdir / "mc_samples_timing.csv",
                      ["num_samples", "repeat", "seconds_per_step"], timing_rows)
     fig = variance_figure(rows, times, summary, epochs_to_measure,
-                          title=f"ELBO gradient variance over {config.num_repeats} draws: "
-                                f"{dataset.name}, {config.likelihood} sigma = {config.sigma:g}, "
+                          title=f"ELBO gradient variance over {exp.num_repeats} draws: "
+                                f"{dataset.name}, {config.model.likelihood} sigma = "
+                                f"{config.model.sigma:g}, "
                                 f"{summary['num_parameters']} parameters")
     common.save_figure(fig, workdir / "mc_samples")
     common.write_json(workdir / "mc_samples.json", summary)

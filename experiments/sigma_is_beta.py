@@ -17,22 +17,24 @@ All three objectives go through the same code path: :func:`vaejax.elbo.elbo` wit
 ``lax.scan`` runs every step of all three copies; the sigma grid and the optimiser cases
 sharing a code path are a vmapped member axis.
 
-    python -m experiments.sigma_is_beta --workdir=results/sib [--config.sigmas='(0.1,)']
+    python -m experiments.sigma_is_beta --workdir=results/sib \
+        [--config.sigma_is_beta.sigmas='(0.1,)']
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-import optax
 
 from experiments import common
-from vaejax import data as data_lib
-from vaejax import plotting  # noqa: F401  (sets the headless matplotlib backend)
+from experiments.configs.sigma_is_beta import GROUP
+from vaejax import trainer as trainer_lib
+from vaejax.config import validate_group
 from vaejax.elbo import elbo
 from vaejax.likelihoods import beta_from_sigma, gaussian_log_likelihood, mse, sse
 from vaejax.models import VAE
@@ -97,105 +99,50 @@ def objective_loss(model: VAE, objective, params, batch: jax.Array, key: jax.Arr
     return elbo(key, mean, log_var, recon, num_samples=1).loss(beta)
 
 
-def _max_abs_difference(tree_a, tree_b) -> jax.Array:
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(a - b)) for a, b in
-                              zip(jax.tree.leaves(tree_a), jax.tree.leaves(tree_b), strict=True)]))
+def _objective(trainer: trainer_lib.Trainer, params, batch, key, member):
+    """The engine objective of member ``member``: objective ``member.tag`` at its sigma."""
+    loss = objective_loss(trainer.model, member.tag, params, batch, key, member.sigma)
+    zero = jnp.zeros_like(loss)
+    return loss, trainer_lib.StepMetrics(loss=loss, recon=zero, kl=zero, weight_decay=zero)
 
 
 def _max_abs(tree) -> jax.Array:
-    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf)) for leaf in jax.tree.leaves(tree)]))
+    """[G] max |leaf| over all parameters, per group (leaves [G, ...])."""
+    return jnp.max(jnp.stack([jnp.max(jnp.abs(leaf).reshape(leaf.shape[0], -1), axis=1)
+                              for leaf in jax.tree.leaves(tree)]), axis=0)
 
 
-def side_by_side(model: VAE, seed: int, params, batches: jax.Array, sigma: jax.Array,
-                 learning_rates: jax.Array, use_adam: jax.Array, adam_eps: jax.Array) -> dict:
-    """Trains copies (a), (b), (c) of ``params`` in one scan; per-step parameter differences.
+def _probe(initial):
+    """Per-step record of groups of three members (a), (b), (c): [G] each."""
 
-    The three copies are a vmapped [3] axis (objective index); SGD and Adam share the code
-    path (``use_adam`` selects the update), so a whole grid of cases is one compiled call.
+    def probe(state, metrics):
+        grouped = jax.tree.map(lambda leaf: leaf.reshape(-1, 3, *leaf.shape[1:]), state.params)
+        pa, pb, pc = (jax.tree.map(lambda leaf, k=k: leaf[:, k], grouped) for k in range(3))
+        diff = lambda x, y: _max_abs(jax.tree.map(jnp.subtract, x, y))  # noqa: E731
+        return {"diff_ab": diff(pa, pb), "diff_ac": diff(pa, pc), "diff_bc": diff(pb, pc),
+                "scale": _max_abs(pa), "displacement": diff(pa, initial),
+                "loss_a": metrics.loss.reshape(-1, 3)[:, 0]}
 
-    Args:
-      model: the VAE (a ``gaussian_fixed`` mean head).
-      seed: the latent noise of step t is ``fold_in(key(seed), t)``, the same for all three.
-      params: the shared initial parameters.
-      batches: [T, B, D] the batches of the T steps.
-      sigma: [] fixed decoder sigma.
-      learning_rates: [3] the rate of objectives (a), (b), (c).
-      use_adam: [] bool: Adam (``optax.scale_by_adam``) instead of plain SGD.
-      adam_eps: [] Adam's eps.
-
-    Returns:
-      dict of [T] arrays: ``diff_ab``, ``diff_ac``, ``diff_bc`` (max |theta_j - theta_k|
-      over all parameters), ``scale`` (max |theta_a|), ``displacement`` (max |theta_a(t) -
-      theta(0)|) and ``loss_a`` (the -ELBO of copy (a) on the step's batch, before it).
-    """
-    objectives = jnp.arange(len(OBJECTIVES))
-    adam = optax.scale_by_adam(eps=adam_eps)
-    stacked = jax.tree.map(lambda leaf: jnp.stack([leaf] * len(OBJECTIVES)), params)
-    carry = (stacked, jax.vmap(adam.init)(stacked))
-
-    def body(carry, inputs):
-        stacked, adam_state = carry
-        step, batch = inputs
-        key = jax.random.fold_in(jax.random.key(seed), step)
-        losses, grads = jax.vmap(jax.value_and_grad(
-            lambda p, k: objective_loss(model, k, p, batch, key, sigma)))(stacked, objectives)
-        directions, adam_state = jax.vmap(lambda g, a: adam.update(g, a))(grads, adam_state)
-        directions = jax.tree.map(lambda d, g: jnp.where(use_adam, d, g), directions, grads)
-        # theta_k <- theta_k - lr_k * direction_k, as optax.sgd / optax.adam do.
-        stacked = jax.tree.map(
-            lambda p, d: p + (-learning_rates.reshape((-1,) + (1,) * (p.ndim - 1))) * d,
-            stacked, directions)
-        pa, pb, pc = (jax.tree.map(lambda leaf, k=k: leaf[k], stacked) for k in range(3))
-        metrics = {"diff_ab": _max_abs_difference(pa, pb), "diff_ac": _max_abs_difference(pa, pc),
-                   "diff_bc": _max_abs_difference(pb, pc), "scale": _max_abs(pa),
-                   "displacement": _max_abs_difference(pa, params), "loss_a": losses[0]}
-        return (stacked, adam_state), metrics
-
-    steps = jnp.arange(batches.shape[0])
-    _, metrics = jax.lax.scan(body, carry, (steps, batches))
-    return metrics
+    return probe
 
 
-def _make_batches(train: np.ndarray, batch_size: int, num_steps: int, seed: int) -> jax.Array:
-    """[T, B, D]: epochs of ``epoch_batches`` (epoch e shuffled by fold_in(key(seed), e))."""
-    per_epoch = data_lib.num_batches(train.shape[0], batch_size)
-    num_epochs = -(-num_steps // per_epoch)
-    data = jnp.asarray(train)
-    epochs = [data_lib.epoch_batches(jax.random.fold_in(jax.random.key(seed), e), data,
-                                     batch_size) for e in range(num_epochs)]
-    return jnp.concatenate(epochs)[:num_steps]
-
-
-def _check_config(config: ml_collections.ConfigDict, num_train: int) -> None:
-    for key in ("hidden", "latent", "batch_size", "num_steps"):
-        value = config[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"config `{key}` must be an int >= 1, got {value!r}.")
-    if config.batch_size > num_train:
-        raise ValueError(f"config `batch_size`={config.batch_size} exceeds the {num_train} "
-                         "training examples.")
-    sigmas = np.asarray(config.sigmas, dtype=np.float64)
+def _check_config(exp: ml_collections.ConfigDict) -> None:
+    sigmas = np.asarray(exp.sigmas, dtype=np.float64)
     if sigmas.ndim != 1 or sigmas.size == 0 or not np.all(np.isfinite(sigmas) & (sigmas > 0)):
-        raise ValueError(f"config `sigmas` must be a non-empty tuple of finite values > 0, "
-                         f"got {config.sigmas!r}.")
-    for key in ("sgd_learning_rate", "adam_learning_rate"):
-        if not (np.isfinite(config[key]) and config[key] > 0):
-            raise ValueError(f"config `{key}` must be finite and > 0, got {config[key]!r}.")
-    for key in ("adam_eps", "adam_small_eps"):  # eps = 0 would give 0/0 where a gradient is 0
-        if not (np.isfinite(config[key]) and config[key] > 0):
-            raise ValueError(f"config `{key}` must be finite and > 0, got {config[key]!r}.")
+        raise ValueError(f"config `sigma_is_beta.sigmas` must be a non-empty tuple of finite "
+                         f"values > 0, got {exp.sigmas!r}.")
 
 
-def _case_rates(sigmas: np.ndarray, num_dims: int, config) -> dict[str, np.ndarray]:
+def _case_rates(sigmas: np.ndarray, num_dims: int, exp) -> dict[str, np.ndarray]:
     """case -> [S, 3] learning rates of objectives (a), (b), (c) per sigma."""
     # float64 here (not the library's float32 default), so that the float64 control
     # run gets rates that match its own betas to float64 rounding.
     betas = np.stack([np.ones_like(sigmas), 2 * sigmas**2, 2 * sigmas**2 / num_dims], axis=1)
-    lr_a = config.sgd_learning_rate * betas[:, 1]  # 2 sigma^2 * (the SSE-scale rate)
+    lr_a = exp.sgd_learning_rate * betas[:, 1]  # 2 sigma^2 * (the SSE-scale rate)
     rates = {}
     for name, optimizer, rescaled in CASES:
         if optimizer == "adam":
-            rates[name] = np.full_like(betas, config.adam_learning_rate)
+            rates[name] = np.full_like(betas, exp.adam_learning_rate)
         elif rescaled:
             rates[name] = lr_a[:, None] / betas
         else:
@@ -207,60 +154,64 @@ def _rates(rates: dict[str, np.ndarray], name: str) -> np.ndarray:
     return rates["sgd_rescaled" if name == FLOAT64_CASE else name]
 
 
-def _run_cases(model, config, params, batches, sigmas, rates, names, dtype) -> dict:
+def _run_cases(config, dataset, sigmas, rates, names, dtype) -> dict:
     """case -> dict of [S, T] metrics for the cases ``names``, computed in ``dtype``.
 
-    Every (case, sigma) pair is a member of one vmapped axis of one jitted scan.
+    The members of one optimiser (its cases x sigmas x the three objectives) train as one
+    population: one jitted scan of the engine's vmapped step, recording the probe.
     """
+    exp = config.sigma_is_beta
     optimizer = {name: opt for name, opt, _ in CASES}
-    eps = {"adam_same_lr_small_eps": config.adam_small_eps}
-    repeat = lambda values: np.repeat(values, len(sigmas))  # noqa: E731
-    member_sigma = jnp.asarray(np.tile(sigmas, len(names)), dtype)
-    member_rates = jnp.asarray(np.concatenate([rates[n] for n in names]), dtype)
-    member_adam = jnp.asarray(repeat([optimizer[n] == "adam" for n in names]))
-    member_eps = jnp.asarray(repeat([eps.get(n, config.adam_eps) for n in names]), dtype)
-    cast = lambda tree: jax.tree.map(lambda a: jnp.asarray(a, dtype), tree)  # noqa: E731
-    member_params, member_batches = cast(params), cast(batches)
-    trajectories = jax.jit(jax.vmap(
-        lambda s, lr, adam, eps: side_by_side(model, config.seed, member_params,
-                                              member_batches, s, lr, adam, eps)))
-    metrics = jax.tree.map(np.asarray, trajectories(member_sigma, member_rates, member_adam,
-                                                    member_eps))
-    size = len(sigmas)
-    return {name: {k: v[i * size:(i + 1) * size] for k, v in metrics.items()}
-            for i, name in enumerate(names)}
+    groups = (("sgd", exp.adam_eps, [n for n in names if optimizer[n] == "sgd"]),
+              ("adam", exp.adam_eps, [n for n in names if n == "adam_same_lr"]),
+              ("adam", exp.adam_small_eps, [n for n in names if n == "adam_same_lr_small_eps"]))
+    size, out = len(sigmas), {}
+    for opt, eps, group in groups:
+        if not group:
+            continue
+        trainer, _ = trainer_lib.build(config, dataset)
+        trainer = dataclasses.replace(trainer, objective=_objective, optimizer=opt,
+                                      adam_eps=float(eps), dtype=jnp.dtype(dtype).name)
+        members = trainer_lib.make_members(  # member ((case * S) + sigma) * 3 + objective
+            latent=config.model.latent, num_train=dataset.train.shape[0], seed=config.seed,
+            sigma=np.repeat(np.tile(sigmas, len(group)), 3),
+            learning_rate=np.concatenate([rates[n] for n in group]).reshape(-1),
+            tag=np.tile(np.arange(3), size * len(group)), dtype=dtype)
+        state = trainer.jit.init(members)
+        initial = jax.tree.map(lambda leaf: leaf[::3], state.params)
+        _, metrics = trainer.jit.trace(state, jnp.asarray(dataset.train, dtype), members,
+                                       start=0, num_steps=exp.num_steps, probe=_probe(initial))
+        metrics = {k: np.asarray(v).T for k, v in metrics.items()}  # [G, T]
+        out.update({name: {k: v[i * size:(i + 1) * size] for k, v in metrics.items()}
+                    for i, name in enumerate(group)})
+    return out
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Trains (a), (b), (c) side by side; writes figure, CSV, JSON and a report section."""
     workdir = common.prepare_workdir(workdir)
-    data = data_lib.load_dataset(config.dataset, seed=config.seed)
-    _check_config(config, data.train.shape[0])
+    exp = validate_group(config, "sigma_is_beta", GROUP)
+    _check_config(exp)
+    data = common.load_data(config)
     num_dims = data.num_dims
-    model = VAE(hidden=config.hidden, latent=config.latent, output_dim=num_dims,
-                likelihood="gaussian_fixed")
-    key_init = jax.random.fold_in(jax.random.key(config.seed), 0x1)
-    # One compiled init (eager Flax init dispatches, and compiles, op by op).
-    params = jax.jit(model.init)(key_init, jnp.zeros((1, num_dims), jnp.float32), key_init)
-    batches = _make_batches(data.train, config.batch_size, config.num_steps, config.seed)
-    sigmas = np.asarray(config.sigmas, dtype=np.float64)
-    rates = _case_rates(sigmas, num_dims, config)
+    sigmas = np.asarray(exp.sigmas, dtype=np.float64)
+    rates = _case_rates(sigmas, num_dims, exp)
 
-    # One compiled scan for every case and sigma (a vmapped member axis), one for float64.
-    results = _run_cases(model, config, params, batches, sigmas, rates,
-                         [name for name, _, _ in CASES], jnp.float32)
-    if config.float64:  # The control: rescaled SGD with 2^29 times finer rounding.
+    # One compiled scan per optimiser for every case and sigma, one for float64.
+    results = _run_cases(config, data, sigmas, rates, [name for name, _, _ in CASES],
+                         jnp.float32)
+    if exp.float64:  # The control: rescaled SGD with 2^29 times finer rounding.
         with jax.enable_x64(True):
-            results[FLOAT64_CASE] = _run_cases(model, config, params, batches, sigmas, rates,
-                                               ["sgd_rescaled"], jnp.float64)["sgd_rescaled"]
-    cases = [name for name, _, _ in CASES] + ([FLOAT64_CASE] if config.float64 else [])
+            results[FLOAT64_CASE] = _run_cases(config, data, sigmas, rates, ["sgd_rescaled"],
+                                               jnp.float64)["sgd_rescaled"]
+    cases = [name for name, _, _ in CASES] + ([FLOAT64_CASE] if exp.float64 else [])
 
     summary = _summarise(config, num_dims, sigmas, rates, results, cases)
     rows = []
     for name in cases:
         r = results[name]
         for s_idx, sigma in enumerate(sigmas):
-            for t in range(config.num_steps):
+            for t in range(exp.num_steps):
                 rows.append([name, float(sigma), t + 1, *(float(_rates(rates, name)[s_idx, k])
                                                           for k in range(3)),
                              float(r["diff_ab"][s_idx, t]), float(r["diff_ac"][s_idx, t]),
@@ -280,14 +231,15 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
 
 
 def _case_label(name: str, config) -> str:
-    return CASE_LABELS[name].format(adam_eps=config.adam_eps,
-                                    adam_small_eps=config.adam_small_eps)
+    return CASE_LABELS[name].format(adam_eps=config.sigma_is_beta.adam_eps,
+                                    adam_small_eps=config.sigma_is_beta.adam_small_eps)
 
 
 def _summarise(config, num_dims, sigmas, rates, results, cases) -> dict:
-    summary = {"num_dims": num_dims, "num_steps": config.num_steps,
-               "batch_size": config.batch_size, "sigmas": sigmas.tolist(),
-               "adam_eps": config.adam_eps, "adam_small_eps": config.adam_small_eps,
+    summary = {"num_dims": num_dims, "num_steps": config.sigma_is_beta.num_steps,
+               "batch_size": config.train.batch_size, "sigmas": sigmas.tolist(),
+               "adam_eps": config.sigma_is_beta.adam_eps,
+               "adam_small_eps": config.sigma_is_beta.adam_small_eps,
                "cases": {}}
     for name in cases:
         r = results[name]
@@ -318,7 +270,7 @@ def sigma_is_beta_figure(sigmas: np.ndarray, results: dict, num_dims: int, confi
 
     fig, axes = plt.subplots(1, len(sigmas), figsize=(4.6 * len(sigmas) + 0.8, 4.2),
                              squeeze=False, sharey=True)
-    steps = np.arange(1, config.num_steps + 1)
+    steps = np.arange(1, config.sigma_is_beta.num_steps + 1)
     for s_idx, (ax, sigma) in enumerate(zip(axes[0], sigmas, strict=True)):
         for c_idx, name in enumerate(results):
             r, label = results[name], _case_label(name, config)
@@ -345,14 +297,15 @@ def sigma_is_beta_figure(sigmas: np.ndarray, results: dict, num_dims: int, confi
         "(b) SSE + $\\beta_b$ KL,  $\\beta_b = 2\\sigma^2$,  SSE = $\\sum_i (x_i-\\mu_i)^2$\n"
         f"(c) MSE + $\\beta_c$ KL,  $\\beta_c = 2\\sigma^2/D$,  MSE = SSE/D,  D = {num_dims}\n"
         "(k) = $\\beta_k$ [(a) - const], so rescaled SGD uses $lr_k = lr_a/\\beta_k$\n"
-        f"$lr_a = 2\\sigma^2 \\times$ {config.sgd_learning_rate:g}; Adam lr "
-        f"{config.adam_learning_rate:g}\n"
+        f"$lr_a = 2\\sigma^2 \\times$ {config.sigma_is_beta.sgd_learning_rate:g}; Adam lr "
+        f"{config.sigma_is_beta.adam_learning_rate:g}\n"
         "same initial weights, batches and latent noise for (a), (b), (c)\n"
         f"a difference of exactly 0 is drawn at {_LOG_FLOOR:g}")
     fig.text(0.99, -0.02, conventions, fontsize=7.5, ha="right", va="top", multialignment="left",
              bbox={"boxstyle": "round", "fc": "white", "ec": "gray"})
-    fig.suptitle(f"Sigma is beta: three objectives trained side by side on {config.dataset} "
-                 f"(batch {config.batch_size}, {config.hidden} hidden, {config.latent} latents)",
+    fig.suptitle(f"Sigma is beta: three objectives trained side by side on {config.data.dataset} "
+                 f"(batch {config.train.batch_size}, {config.model.hidden} hidden, "
+                 f"{config.model.latent} latents)",
                  fontsize=11)
     fig.tight_layout()
     return fig

@@ -16,7 +16,7 @@ posterior mean are measured, and three estimates of the best sigma are compared:
 Large sigma makes the KL term dominate: the posterior collapses (KL -> 0, no active
 units) and every reconstruction becomes the mean digit.
 
-    python -m experiments.sigma_sweep --workdir=results/sigma [--config.num_sigmas=32]
+    python -m experiments.sigma_sweep --workdir=results/sigma [--config.sigma_sweep.num_sigmas=32]
 """
 
 from __future__ import annotations
@@ -30,59 +30,32 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from experiments.configs.sigma_sweep import GROUP
 from vaejax import plotting
-from vaejax import train as train_lib
-from vaejax.data import Dataset, load_dataset
+from vaejax import trainer as trainer_lib
+from vaejax.config import validate_group
+from vaejax.data import Dataset
 from vaejax.likelihoods import mse, optimal_sigma
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _KL_FLOOR = 1e-3  # KL values below this are drawn at the floor of the log axis
 
 
-def sigma_grid(config: ml_collections.ConfigDict) -> np.ndarray:
+def sigma_grid(exp: ml_collections.ConfigDict) -> np.ndarray:
     """The swept sigmas: [num_sigmas] log-spaced in [sigma_min, sigma_max]."""
-    if not 0 < config.sigma_min < config.sigma_max:
-        raise ValueError(f"config needs 0 < sigma_min < sigma_max, got sigma_min="
-                         f"{config.sigma_min}, sigma_max={config.sigma_max}.")
-    if config.num_sigmas < 2:
-        raise ValueError(f"config `num_sigmas` must be >= 2, got {config.num_sigmas}.")
-    return np.logspace(math.log10(config.sigma_min), math.log10(config.sigma_max),
-                       config.num_sigmas)
+    if not exp.sigma_min < exp.sigma_max:
+        raise ValueError(f"config needs sigma_sweep.sigma_min < sigma_sweep.sigma_max, got "
+                         f"{exp.sigma_min} and {exp.sigma_max}.")
+    return np.logspace(math.log10(exp.sigma_min), math.log10(exp.sigma_max), exp.num_sigmas)
 
 
-def _member_config(config: ml_collections.ConfigDict, likelihood: str,
-                   sigmas: np.ndarray | None) -> ml_collections.ConfigDict:
-    member = config.copy_and_resolve_references()
-    with member.unlocked():
-        member.likelihood = likelihood
-        member.population.sigma = None if sigmas is None else tuple(float(s) for s in sigmas)
-    return member
-
-
-def _train(config: ml_collections.ConfigDict, dataset: Dataset, init_log_sigma=None):
-    """Trains the configured population (no checkpoints): (trainer, final state, hyper)."""
-    train_lib.validate_config(config, dataset)
-    hyper = train_lib.make_hyper(config)
-    trainer = train_lib.Trainer(train_lib.make_model(config, dataset.num_dims), config,
-                                dataset.num_dims)
-    state = jax.jit(trainer.init)(hyper)
-    if init_log_sigma is not None:
-        params = state.params
-        decoder = {**params["params"]["decoder"],
-                   "log_sigma": jnp.full_like(params["params"]["decoder"]["log_sigma"],
-                                              init_log_sigma)}
-        state = state.replace(params={"params": {**params["params"], "decoder": decoder}})
-    epoch_fn = jax.jit(trainer.epoch, donate_argnums=(0,))
-    train_data = jnp.asarray(dataset.train)
-    for epoch in range(config.num_epochs):
-        state, metrics = epoch_fn(state, train_data, jnp.int32(epoch), hyper)
-        bad = train_lib.first_non_finite(jax.tree.map(np.asarray, metrics))
-        if bad is not None:
-            step, member, term = bad
-            raise train_lib.NonFiniteLossError(
-                f"non-finite '{term}' in epoch {epoch + 1}, step {step}, member {member} "
-                f"(likelihood {config.likelihood}).")
-    return trainer, state, hyper
+def _model_config(config: ml_collections.ConfigDict, likelihood: str, sigmas=None,
+                  init_log_sigma: float = 0.0) -> ml_collections.ConfigDict:
+    model = config.copy_and_resolve_references()
+    model.model.likelihood = likelihood
+    model.model.init_log_sigma = init_log_sigma
+    model.population.sigma = None if sigmas is None else tuple(float(s) for s in sigmas)
+    return model
 
 
 def _expected_mse(recon: np.ndarray, sigma: np.ndarray, num_dims: int) -> np.ndarray:
@@ -90,15 +63,17 @@ def _expected_mse(recon: np.ndarray, sigma: np.ndarray, num_dims: int) -> np.nda
     return -2.0 * sigma**2 * (recon + num_dims * (_HALF_LOG_2PI + np.log(sigma))) / num_dims
 
 
-def _measure(trainer, state, hyper, dataset: Dataset, sigma: np.ndarray, image_key) -> dict:
+def _measure(config, result, trainer, members, dataset: Dataset, sigma: np.ndarray,
+             image_key) -> dict:
     """Per-member test metrics, each [P], plus image rows."""
-    test = jnp.asarray(dataset.test)
-    evals = jax.tree.map(np.asarray, jax.jit(trainer.evaluate)(state, test, hyper))
-    recons = np.asarray(jax.jit(trainer.reconstruct)(state, test))  # [P, N, D]
-    mse_mean = np.asarray(jnp.mean(mse(jnp.broadcast_to(test, recons.shape), recons), axis=-1))
-    z = jax.random.normal(image_key, (trainer.config.num_images, trainer.config.latent))
-    samples = np.asarray(jax.jit(trainer.decode_means)(state, z))
-    num = trainer.config.num_images
+    test, state = jnp.asarray(dataset.test), result.state
+    evals = common.host(trainer.jit.evaluate(state, test, members))
+    recons = np.asarray(trainer.jit.reconstruct(state, test, members))  # [P, N, D]
+    mse_mean = np.asarray(jnp.mean(mse(jnp.broadcast_to(test, recons.shape), recons,
+                                       event_ndims=1), axis=-1))
+    num = config.sigma_sweep.num_images
+    z = jax.random.normal(image_key, (num, config.model.latent))
+    samples = np.asarray(trainer.jit.decode_means(state, z, members))
     return {
         "elbo": evals.elbo, "recon": evals.recon, "kl": evals.kl,
         "active_units": evals.active_units,
@@ -131,16 +106,19 @@ def _refined_peak(sigmas: np.ndarray, elbo: np.ndarray) -> float:
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Trains the sweep and the learned-sigma model; writes figures, CSV, JSON to ``workdir``."""
     workdir = common.prepare_workdir(workdir)
-    sigmas = sigma_grid(config)
-    dataset = load_dataset(config.dataset, seed=config.seed)
+    exp = validate_group(config, "sigma_sweep", GROUP)
+    sigmas = sigma_grid(exp)
+    dataset = common.load_data(config)
     num_dims = dataset.num_dims
     image_key = jax.random.key(config.seed + 1)
 
-    sweep_config = _member_config(config, "gaussian_fixed", sigmas)
-    trainer, state, hyper = _train(sweep_config, dataset)
-    population = int(hyper.sigma.shape[0])
-    sweep = _measure(trainer, state, hyper, dataset, np.asarray(hyper.sigma, np.float64),
-                     image_key)
+    sweep_config = _model_config(config, "gaussian_fixed", sigmas)
+    trainer, members = trainer_lib.build(sweep_config, dataset)
+    result = common.train(sweep_config, dataset, workdir, "sigma_sweep/fixed", trainer=trainer,
+                          members=members)
+    population = members.size
+    sweep = _measure(config, result, trainer, members, dataset,
+                     np.asarray(members.sigma, np.float64), image_key)
 
     # The learned sigma starts at the optimum of a model that ignores z (the mean image):
     # Adam moves log sigma by about the learning rate per step, so from the library's
@@ -149,20 +127,23 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     init_sigma = float(optimal_sigma(dataset.train, np.broadcast_to(train_mean,
                                                                     dataset.train.shape),
                                      axis="batch"))
-    learned_config = _member_config(config, "gaussian_shared", None)
-    l_trainer, l_state, l_hyper = _train(learned_config, dataset, math.log(init_sigma))
-    learned_sigma = np.exp(np.asarray(l_state.params["params"]["decoder"]["log_sigma"],
+    learned_config = _model_config(config, "gaussian_shared", None, math.log(init_sigma))
+    l_trainer, l_members = trainer_lib.build(learned_config, dataset)
+    l_result = common.train(learned_config, dataset, workdir, "sigma_sweep/learned",
+                            trainer=l_trainer, members=l_members)
+    learned_sigma = np.exp(np.asarray(l_result.state.params["params"]["decoder"]["log_sigma"],
                                       np.float64))  # [1]
-    learned = _measure(l_trainer, l_state, l_hyper, dataset, learned_sigma, image_key)
-    train_recon = np.asarray(jax.jit(l_trainer.evaluate)(
-        l_state, jnp.asarray(dataset.train), l_hyper).recon)
+    learned = _measure(config, l_result, l_trainer, l_members, dataset, learned_sigma,
+                       image_key)
+    train_recon = np.asarray(l_trainer.jit.evaluate(
+        l_result.state, jnp.asarray(dataset.train), l_members).recon)
     learned_train_rmse = float(np.sqrt(_expected_mse(train_recon, learned_sigma, num_dims))[0])
 
     peak = int(np.argmax(sweep["elbo"]))
     active = np.flatnonzero(sweep["active_units"] >= 1)
     summary = {
         "dataset": dataset.name, "num_dims": num_dims, "num_sigmas": len(sigmas),
-        "population": population, "epochs": config.num_epochs,
+        "population": population, "epochs": config.train.num_epochs,
         "sigma_min": float(sigmas[0]), "sigma_max": float(sigmas[-1]),
         "sigma_elbo_peak": float(sigmas[peak]),
         "sigma_elbo_peak_refined": _refined_peak(sigmas, sweep["elbo"]),
@@ -185,7 +166,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         "kl_largest_sigma": float(sweep["kl"][-1]),
         "active_units_smallest_sigma": int(sweep["active_units"][0]),
         "active_units_largest_sigma": int(sweep["active_units"][-1]),
-        "latent": config.latent,
+        "latent": config.model.latent,
     }
 
     columns = ["model", "sigma", "test_elbo", "test_recon", "test_kl", "active_units",
@@ -205,9 +186,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     fig = sweep_figure(sigmas, sweep, summary,
                        title=f"fixed-sigma Gaussian VAEs on {dataset.name} (D = {num_dims}): "
                              f"{len(sigmas)} sigmas trained as one population, "
-                             f"{config.num_epochs} epochs")
+                             f"{config.train.num_epochs} epochs")
     common.save_figure(fig, workdir / "sigma_sweep")
-    shown = image_sigma_indices(len(sigmas), config.num_image_sigmas, peak)
+    shown = image_sigma_indices(len(sigmas), exp.num_image_sigmas, peak)
     summary["image_sigmas"] = [float(sigmas[i]) for i in shown]
     fig = images_figure(dataset, sigmas, shown, sweep, learned, summary["learned_sigma"])
     common.save_figure(fig, workdir / "sigma_sweep_images")
@@ -242,7 +223,7 @@ def _mark_sigmas(ax, summary: dict, collapse_from: float | None, sigma_max: floa
 
 def sweep_figure(sigmas: np.ndarray, sweep: dict, summary: dict, *, title: str = ""):
     """Four panels against sigma: test ELBO, MSE with the sigma^2 line, KL, active units."""
-    import matplotlib.pyplot as plt  # after vaejax.plotting (imported above) set Agg
+    import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(13, 9))
     largest = summary["largest_sigma_with_active_unit"]

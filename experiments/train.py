@@ -1,10 +1,12 @@
 """Train a VAE (or a population of VAEs) from a config file.
 
     python -m experiments.train --config=experiments/configs/default.py --workdir=DIR \\
-        [--config.likelihood=bernoulli --config.population.sigma='(0.05,0.1)' ...]
+        [--config.model.likelihood=bernoulli --config.population.sigma='(0.05,0.1)' ...]
     ./launch.sh train --config=experiments/configs/default.py:smoke --workdir=/tmp/smoke
 
-Rerunning the same command resumes from the newest checkpoint in ``--workdir``.
+Any experiment config works too (its experiment group is the experiment's, not the
+training job's). Rerunning the same command resumes from the newest checkpoint in
+``--workdir``.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from vaejax import sharding
-from vaejax.train import NonFiniteLossError, train_and_evaluate
+from vaejax.train import train_and_evaluate
+from vaejax.trainer import NonFiniteLossError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", str(Path(__file__).parent / "configs" / "default.py"), "Training config.",
@@ -32,7 +35,7 @@ def main(argv):
     sharding.maybe_initialize_distributed()
     try:
         summary = train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    except (ValueError, NonFiniteLossError) as err:
+    except (ValueError, FileNotFoundError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(1)
     for m in summary["members"]:

@@ -5,14 +5,14 @@
 The fault comes from the environment; the process dies by SIGKILL, as on a pre-empted
 machine: no ``finally``, no atexit, no flushing.
 
-    VAEJAX_KILL=checkpoint_begin:<epoch>    after orbax has created the temporary folder of
-                                            checkpoint <epoch>, before any array is written
-    VAEJAX_KILL=checkpoint_commit:<epoch>   once every file of checkpoint <epoch> is written,
+    VAEJAX_KILL=checkpoint_begin:<step>     after orbax has created the temporary folder of
+                                            checkpoint <step>, before any array is written
+    VAEJAX_KILL=checkpoint_commit:<step>    once every file of checkpoint <step> is written,
                                             just before the rename that commits it
     VAEJAX_KILL=file:<name>:<k>             in the k-th (1-based) crash-safe write of <name>
                                             (metrics.csv, config.json, ...): half of the new
                                             bytes are in the temporary file when it dies
-    VAEJAX_POISON_EPOCH=<e>                 the loss of step 5, member 1, epoch e (0-based)
+    VAEJAX_POISON_STEP=<t>                  the loss of member 1 at global step t (0-based)
                                             becomes NaN: the NaN guard stops the run
 
 Only this test process is patched; the library has no test hooks.
@@ -32,7 +32,7 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _kill_in_checkpoint(phase: str, epoch: int) -> None:
+def _kill_in_checkpoint(phase: str, step: int) -> None:
     from orbax.checkpoint._src.path import atomicity
 
     cls = atomicity.AtomicRenameTemporaryPath  # orbax's default on a local file system
@@ -40,12 +40,12 @@ def _kill_in_checkpoint(phase: str, epoch: int) -> None:
 
     async def create(self, *args, **kwargs):
         path = await original(self, *args, **kwargs)
-        if self.get_final().name == str(epoch):
+        if self.get_final().name == str(step):
             _die()
         return path
 
     async def finalize(self, *args, **kwargs):
-        if self.get_final().name == str(epoch):
+        if self.get_final().name == str(step):
             _die()
         return await original(self, *args, **kwargs)
 
@@ -75,22 +75,20 @@ def _kill_in_file_write(name: str, count: int) -> None:
     io_lib.atomic_write_bytes = atomic_write_bytes
 
 
-def _poison(epoch: int) -> None:
+def _poison(step: int) -> None:
     import jax.numpy as jnp
 
-    from vaejax import train
+    from vaejax import trainer
 
-    original = train.Trainer.epoch
+    original = trainer.Trainer.member_step
 
-    def epoch_with_nan(self, state, train_data, epoch_index, hyper):
-        state, metrics = original(self, state, train_data, epoch_index, hyper)
-        steps, size = metrics.loss.shape
-        bad = ((epoch_index == epoch) & (jnp.arange(steps)[:, None] == 4)
-               & (jnp.arange(size)[None, :] == min(1, size - 1)))
-        return state, metrics.replace(loss=jnp.where(bad, jnp.nan, metrics.loss),
-                                      recon=jnp.where(bad, jnp.nan, metrics.recon))
+    def member_step(self, state, batch, member):
+        new, metrics = original(self, state, batch, member)
+        # Member 1 of the population: the one with the second-smallest sigma of the test's.
+        nan = jnp.where((state.step == step) & (member.sigma > 0.2), jnp.nan, 0.0)
+        return new, metrics.replace(loss=metrics.loss + nan, recon=metrics.recon + nan)
 
-    train.Trainer.epoch = epoch_with_nan
+    trainer.Trainer.member_step = member_step
 
 
 class _NoTorch(importlib.abc.MetaPathFinder):
@@ -109,15 +107,15 @@ def main() -> None:
     sys.meta_path.insert(0, _NoTorch())
     kill = os.environ.get("VAEJAX_KILL", "")
     if kill.startswith("checkpoint_"):
-        phase, epoch = kill.removeprefix("checkpoint_").split(":")
-        _kill_in_checkpoint(phase, int(epoch))
+        phase, step = kill.removeprefix("checkpoint_").split(":")
+        _kill_in_checkpoint(phase, int(step))
     elif kill.startswith("file:"):
         _, name, count = kill.split(":")
         _kill_in_file_write(name, int(count))
     elif kill:
         raise SystemExit(f"unknown VAEJAX_KILL={kill!r}")
-    if "VAEJAX_POISON_EPOCH" in os.environ:
-        _poison(int(os.environ["VAEJAX_POISON_EPOCH"]))
+    if "VAEJAX_POISON_STEP" in os.environ:
+        _poison(int(os.environ["VAEJAX_POISON_STEP"]))
 
     from absl import app
 

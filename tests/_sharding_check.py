@@ -14,6 +14,7 @@ Sections: divisibility, population, data, end_to_end (all by default).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import json
 import sys
@@ -29,6 +30,7 @@ import numpy as np
 from experiments.configs import default
 from vaejax import data as data_lib
 from vaejax import sharding, train
+from vaejax import trainer as trainer_lib
 
 NUM_EPOCHS = 2
 SIGMAS = (0.05, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
@@ -39,10 +41,10 @@ def _config(population: int, batch_size: int, mode: str):
     config = default.get_config("smoke")
     config.population.sigma = SIGMAS[:population]
     config.population.seed = SEEDS[:population]
-    config.batch_size = batch_size
-    config.num_epochs = NUM_EPOCHS
-    config.sharding = mode
-    config.progress = False
+    config.train.batch_size = batch_size
+    config.train.num_epochs = NUM_EPOCHS
+    config.run.sharding = mode
+    config.run.progress = False
     return config
 
 
@@ -54,24 +56,27 @@ def _relative_error(tree, reference) -> float:
     return max(jax.tree.leaves(errors))
 
 
-def _placed(trainer, state, hyper, train_data):
-    """Places the state, hyper-parameters and data as train_and_evaluate does."""
+def _placed(trainer, state, members, train_data):
+    """Places the state, members and data as train_and_evaluate does."""
     if trainer.mesh is None:
-        return jax.device_put(state), hyper, train_data
-    mode = trainer.config.sharding
-    sharding.check_mode(mode, trainer.mesh, population=int(hyper.sigma.shape[0]),
-                        batch_size=trainer.config.batch_size)
+        return jax.device_put(state), members, train_data
+    mode = trainer.sharding
+    sharding.check_mode(mode, trainer.mesh, population=members.size,
+                        batch_size=trainer.batch_size)
     return (sharding.put_population(state, trainer.mesh, mode),
-            sharding.put_population(hyper, trainer.mesh, mode),
+            sharding.put_population(members, trainer.mesh, mode),
             sharding.put_replicated(train_data, trainer.mesh))
 
 
-def _train(trainer, initial_state, hyper, train_data):
-    """NUM_EPOCHS epochs of ``trainer.epoch``, compiled once (also gives its HLO text)."""
-    state, hyper, train_data = _placed(trainer, initial_state, hyper, train_data)
-    compiled = jax.jit(trainer.epoch).lower(state, train_data, jnp.int32(0), hyper).compile()
+def _train(trainer, initial_state, members, train_data):
+    """NUM_EPOCHS epochs of ``trainer.run``, compiled once (also gives its HLO text)."""
+    state, members, train_data = _placed(trainer, initial_state, members, train_data)
+    steps = trainer.steps_per_epoch(int(train_data.shape[0]))
+    compiled = jax.jit(trainer.run).lower(state, train_data, members, jnp.int32(0),
+                                          jnp.int32(steps)).compile()
     for epoch in range(NUM_EPOCHS):
-        state, metrics = compiled(state, train_data, jnp.int32(epoch), hyper)
+        state, metrics = compiled(state, train_data, members, jnp.int32(epoch * steps),
+                                  jnp.int32((epoch + 1) * steps))
     return state, metrics, compiled.as_text()
 
 
@@ -97,13 +102,12 @@ def _compare_mode(mode: str, population: int, batch_size: int, mesh_sizes) -> di
     """Trains with ``config.sharding=mode`` on meshes of ``mesh_sizes`` and without a mesh."""
     dataset = data_lib.load_dataset("digits")
     config = _config(population, batch_size, mode)
-    model = train.make_model(config, dataset.num_dims)
-    hyper = train.make_hyper(config)
+    reference, members = trainer_lib.build(config, dataset)
+    reference = dataclasses.replace(reference, sharding="none")
     train_data = jnp.asarray(dataset.train)
-    reference = train.Trainer(model, config, dataset.num_dims, None)
     # The initial state does not depend on the mesh: built once, copied to host, then placed.
-    initial = jax.tree.map(np.asarray, jax.jit(reference.init)(hyper))
-    final, final_metrics, reference_hlo = _train(reference, initial, hyper, train_data)
+    initial = jax.tree.map(np.asarray, reference.jit.init(members))
+    final, final_metrics, reference_hlo = _train(reference, initial, members, train_data)
     reference_params = jax.tree.map(np.asarray, final.params)
     result = {
         "population": population, "batch_size": batch_size,
@@ -113,8 +117,8 @@ def _compare_mode(mode: str, population: int, batch_size: int, mesh_sizes) -> di
     }
     for size in mesh_sizes:
         mesh = sharding.make_mesh(num_devices=size)
-        trainer = train.Trainer(model, config, dataset.num_dims, mesh)
-        state, metrics, hlo = _train(trainer, initial, hyper, train_data)
+        trainer = dataclasses.replace(reference, mesh=mesh, sharding=mode)
+        state, metrics, hlo = _train(trainer, initial, members, train_data)
         params = jax.tree.map(np.asarray, state.params)
         result["meshes"][str(size)] = {
             "mesh_size": int(mesh.size),
@@ -154,8 +158,8 @@ def _end_to_end() -> dict:
     with tempfile.TemporaryDirectory() as root:
         for mode in ("none", "population", "data"):
             config = _config(len(SIGMAS), 48, mode)
-            config.eval_every_epochs = NUM_EPOCHS
-            config.checkpoint_every_epochs = NUM_EPOCHS
+            config.eval.every_epochs = NUM_EPOCHS
+            config.checkpoint.every_epochs = NUM_EPOCHS
             with contextlib.redirect_stdout(io.StringIO()):  # keep stdout for the JSON
                 summaries[mode] = train.train_and_evaluate(config, Path(root) / mode)
         # Configs that check_mode must refuse before training starts (so the mesh path is

@@ -39,18 +39,19 @@ from pathlib import Path
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
+from helpers import REPO, restore
 
 from vaejax import train
 
-REPO = Path(__file__).resolve().parents[1]
 HELPER = REPO / "tests" / "_crash_run.py"
 NUM_EPOCHS = 12
-FLAGS = ("--config=experiments/configs/default.py:smoke", "--config.dataset=synthetic",
-         f"--config.num_epochs={NUM_EPOCHS}", "--config.batch_size=5", "--config.hidden=16",
-         "--config.population.sigma=(0.1,0.3)", "--config.checkpoint_every_epochs=1",
-         "--config.keep_checkpoints=2", "--config.eval_every_epochs=3",
-         "--config.eval_iwae_samples=0", "--config.progress=False")
+STEPS = 900 // 5  # steps per epoch; checkpoints are labelled by step
+FLAGS = ("--config=experiments/configs/default.py:smoke", "--config.data.dataset=synthetic",
+         f"--config.train.num_epochs={NUM_EPOCHS}", "--config.train.batch_size=5",
+         "--config.model.hidden=16", "--config.population.sigma=(0.1,0.3)",
+         "--config.checkpoint.every_epochs=1", "--config.checkpoint.keep=2",
+         "--config.eval.every_epochs=3", "--config.eval.iwae_samples=0",
+         "--config.run.progress=False")
 SEED = 20_240_611  # the kill plan; the same plan on every run
 KILLED = -signal.SIGKILL
 
@@ -84,7 +85,8 @@ def _step_folders(workdir: Path) -> list[Path]:
 
 
 def _committed(workdir: Path) -> list[int]:
-    return sorted(int(p.name) for p in _step_folders(workdir) if p.name.isdigit())
+    """Committed checkpoints, as epochs."""
+    return sorted(int(p.name) // STEPS for p in _step_folders(workdir) if p.name.isdigit())
 
 
 def _check_interrupted_workdir(workdir: Path) -> int:
@@ -92,11 +94,11 @@ def _check_interrupted_workdir(workdir: Path) -> int:
     for folder in _step_folders(workdir):
         if folder.name.isdigit():  # committed by rename: complete
             assert (folder / "commit_success.txt").is_file(), folder
-            assert (folder / "default" / "_METADATA").is_file(), folder
+            assert (folder / "state" / "_METADATA").is_file(), folder
         else:  # only orbax's own temporary folders may be partial
             assert folder.name.endswith(".orbax-checkpoint-tmp"), folder
     config = json.loads((workdir / "config.json").read_text())
-    assert config["num_epochs"] == NUM_EPOCHS
+    assert config["train"]["num_epochs"] == NUM_EPOCHS
     if (workdir / "metrics.csv").exists():
         with open(workdir / "metrics.csv", newline="") as f:
             rows = list(csv.reader(f))
@@ -111,18 +113,16 @@ def _check_interrupted_workdir(workdir: Path) -> int:
 
 
 def _resumed_from(output: str) -> int:
-    match = re.search(r"resumed from epoch (\d+)", output)
+    """The epoch a run resumed from."""
+    match = re.search(r"resumed from step (\d+) \(epoch (\d+)\)", output)
     assert match, output[-3000:]
-    return int(match.group(1))
+    assert int(match.group(1)) == STEPS * int(match.group(2))
+    return int(match.group(2))
 
 
 def _restore(workdir: Path):
-    manager = ocp.CheckpointManager((workdir / "checkpoints").absolute())
-    try:
-        step = manager.latest_step()
-        return step, manager.restore(step, args=ocp.args.StandardRestore())
-    finally:
-        manager.close()
+    step, state, _ = restore(workdir / "checkpoints")
+    return step // STEPS, state
 
 
 def _metrics_without_wall_time(workdir: Path) -> list[dict]:
@@ -144,18 +144,20 @@ def test_killed_four_times_and_stopped_by_a_nan_then_equal_to_an_uninterrupted_r
 
     # 1. Killed while checkpoint e1 is being written, before any array.
     e1 = int(rng.integers(2, 5))
-    attempt("checkpoint_begin", KILLED, VAEJAX_KILL=f"checkpoint_begin:{e1}")
+    attempt("checkpoint_begin", KILLED, VAEJAX_KILL=f"checkpoint_begin:{e1 * STEPS}")
     kills += 1
     newest = _check_interrupted_workdir(crashed)
-    assert newest == e1 - 1 and (crashed / "checkpoints" / f"{e1}.orbax-checkpoint-tmp").is_dir()
+    assert newest == e1 - 1
+    assert (crashed / "checkpoints" / f"{e1 * STEPS}.orbax-checkpoint-tmp").is_dir()
 
     # 2. Killed with checkpoint e2 fully written but not committed.
     e2 = int(rng.integers(e1 + 1, e1 + 4))
-    output = attempt("checkpoint_commit", KILLED, VAEJAX_KILL=f"checkpoint_commit:{e2}")
+    output = attempt("checkpoint_commit", KILLED,
+                     VAEJAX_KILL=f"checkpoint_commit:{e2 * STEPS}")
     kills += 1
     assert _resumed_from(output) == newest  # not from the partial folder of e1
-    partial = crashed / "checkpoints" / f"{e2}.orbax-checkpoint-tmp"
-    assert (partial / "default" / "_METADATA").is_file(), "the kill came before the data"
+    partial = crashed / "checkpoints" / f"{e2 * STEPS}.orbax-checkpoint-tmp"
+    assert (partial / "state" / "_METADATA").is_file(), "the kill came before the data"
     newest = _check_interrupted_workdir(crashed)
     assert newest == e2 - 1
 
@@ -192,14 +194,14 @@ def test_killed_four_times_and_stopped_by_a_nan_then_equal_to_an_uninterrupted_r
 
     # 5. A NaN loss in a later epoch: a clear stop, the last good checkpoint kept.
     bad_epoch = int(rng.integers(newest + 1, NUM_EPOCHS))  # 1-based epoch of the NaN
-    output = attempt("nan", 1, VAEJAX_POISON_EPOCH=str(bad_epoch - 1))
+    bad_step = (bad_epoch - 1) * STEPS + 4  # 0-based: step 5 of that epoch
+    output = attempt("nan", 1, VAEJAX_POISON_STEP=str(bad_step))
     assert _resumed_from(output) == newest
-    steps_per_epoch = 900 // 5
-    message = re.search(r"error: (non-finite loss.*)", output)
+    message = re.search(r"error: (.*non-finite loss.*)", output)
     assert message, output[-3000:]
-    assert f"at step {(bad_epoch - 1) * steps_per_epoch + 5} (epoch {bad_epoch})" in output
+    assert f"at step {bad_step + 1} (epoch {bad_epoch})" in output, message.group(1)
     assert "member 1 (sigma=0.3" in output and "term 'recon'" in output, message.group(1)
-    assert f"the last good checkpoint (epoch {bad_epoch - 1}) is kept" in output
+    assert f"the last good checkpoint (step {(bad_epoch - 1) * STEPS}) is kept" in output
     newest = _check_interrupted_workdir(crashed)
     assert newest == bad_epoch - 1
 

@@ -36,7 +36,7 @@ from vaejax.kl import kl_standard_normal
 from vaejax.likelihoods import gaussian_log_likelihood
 
 DTYPE = np.float32
-# Tolerances by kind (STYLE.md): float32 identities between two library paths, float32
+# Tolerances by kind: float32 identities between two library paths, float32
 # against a float64 reference, and the exact-posterior equality, where the ELBO is a sum of
 # D + 2 Z float32 log-density terms of up to ~20 nats that must cancel to log p(x).
 IDENTITY_RTOL = 1e-6
@@ -608,7 +608,7 @@ def test_monte_carlo_kl_is_unbiased(model):
 
 
 def test_elbo_vmapped_over_sigma_equals_loop(model):
-    # Reference: a Python loop over sigma of the same call (DESIGN.md: the sigma grid is a
+    # Reference: a Python loop over sigma of the same call (the sigma grid is meant to be a
     # vmapped axis), eagerly. The decoder is vaejax.likelihoods.gaussian_log_likelihood with a
     # traced sigma; the vmapped grid runs under jit, as a training step would.
     mean, log_var = model.q(**WORSE_Q)
@@ -724,3 +724,46 @@ def test_integer_posterior_raises():
         elbo(key, np.zeros((2, 3), np.int32), GOOD[1], _fn)
     with pytest.raises(ValueError, match="posterior_log_var"):
         iwae_bound(key, GOOD[0], np.zeros((2, 3), np.int32), _fn, num_samples=2)
+
+
+# --------------------------------------------------------------------------- #
+# 7. log_likelihood_fn must return one value per example
+# --------------------------------------------------------------------------- #
+
+IMAGE_BATCH = np.full((2, 4, 4, 1), 0.5, DTYPE)  # [B, H, W, C]
+
+
+def _image_decoder(event_ndims):
+    """z [B, 3] -> a Gaussian likelihood of [B, 4, 4, 1] images with the given event_ndims."""
+
+    def log_likelihood_fn(z):
+        mean = jnp.broadcast_to(jnp.sum(z, -1)[:, None, None, None], IMAGE_BATCH.shape)
+        return gaussian_log_likelihood(IMAGE_BATCH, mean, 0.5, event_ndims=event_ndims)
+
+    return log_likelihood_fn
+
+
+@pytest.mark.parametrize("objective", ["elbo", "iwae"])
+def test_log_likelihood_fn_returning_pixels_is_refused_with_the_shapes(objective):
+    # event_ndims=1 on [B, H, W, C] sums only the channel axis: [B, 4, 4] per sample. Before the
+    # check this failed deep inside with "Incompatible shapes for broadcasting".
+    key = jax.random.key(0)
+    fn = _image_decoder(event_ndims=1)
+    message = (r"`log_likelihood_fn` must return one log-likelihood per example, shape \(2,\)"
+               r".*z of shape \(2, 3\).*returned shape \(2, 4, 4\).*`event_ndims`.*"
+               r"event_ndims=3")
+    call = (functools.partial(elbo, num_samples=2) if objective == "elbo"
+            else functools.partial(iwae_bound, num_samples=3, chunk_size=2))
+    with pytest.raises(ValueError, match=message):
+        call(key, jnp.zeros((2, 3), DTYPE), jnp.zeros((2, 3), DTYPE), fn)
+    with pytest.raises(ValueError, match=message):  # static: also under jit
+        jax.jit(lambda m, lv: call(key, m, lv, fn))(jnp.zeros((2, 3), DTYPE),
+                                                    jnp.zeros((2, 3), DTYPE))
+    # A scalar (the batch reduced inside the closure) is refused too.
+    with pytest.raises(ValueError, match=r"returned shape \(\).*reduced over the batch"):
+        call(key, jnp.zeros((2, 3), DTYPE), jnp.zeros((2, 3), DTYPE),
+             lambda z: jnp.sum(_image_decoder(3)(z)))
+    # The whole image as the event gives [B].
+    posterior = jax.ShapeDtypeStruct((2, 3), DTYPE)
+    shapes = jax.eval_shape(lambda m, lv: call(key, m, lv, _image_decoder(3)), posterior, posterior)
+    assert all(leaf.shape == (2,) for leaf in jax.tree.leaves(shapes))

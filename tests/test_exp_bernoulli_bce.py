@@ -143,6 +143,8 @@ def test_bias_theory_against_closed_form(smoke_run):
 
 def test_config_variants():
     full, smoke = (bernoulli_bce_config.get_config(a) for a in (None, "smoke"))
-    assert smoke.num_epochs < full.num_epochs and smoke.hidden < full.hidden
+    assert smoke.train.num_epochs < full.train.num_epochs
+    assert smoke.model.hidden < full.model.hidden
+    assert smoke.bernoulli_bce.binary_num_epochs < full.bernoulli_bce.binary_num_epochs
     with pytest.raises(ValueError, match="tiny"):
         bernoulli_bce_config.get_config("tiny")

@@ -28,7 +28,8 @@ CASES = ("sgd_rescaled", "sgd_same_lr", "adam_same_lr", "adam_same_lr_small_eps"
 def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("sigma_is_beta")
     config = sigma_is_beta_config.get_config("smoke")
-    assert config.num_steps == NUM_STEPS and tuple(config.sigmas) == (0.1,)
+    exp = config.sigma_is_beta
+    assert exp.num_steps == NUM_STEPS and tuple(exp.sigmas) == (0.1,)
     summary = sigma_is_beta.run(config, workdir)
     with open(workdir / "sigma_is_beta.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -108,7 +109,10 @@ def test_objectives_are_scaled_copies_of_the_negative_elbo():
 
 def test_bad_config_is_rejected(tmp_path):
     config = sigma_is_beta_config.get_config("smoke")
-    config.sigmas = (0.1, -1.0)
+    config.sigma_is_beta.sigmas = (0.1, -1.0)
+    with pytest.raises(ValueError, match="sigmas"):
+        sigma_is_beta.run(config, tmp_path)
+    config.sigma_is_beta.sigmas = ()
     with pytest.raises(ValueError, match="sigmas"):
         sigma_is_beta.run(config, tmp_path)
     with pytest.raises(ValueError, match="variant"):

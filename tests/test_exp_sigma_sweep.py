@@ -15,13 +15,14 @@ import math
 
 import numpy as np
 import pytest
+from helpers import checkpoint_steps
 
-from experiments import sigma_sweep
+from experiments import common, sigma_sweep
 from experiments.configs.sigma_sweep import get_config
 
 
 @pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
+def smoke(tmp_path_factory, compilation_cache):  # the cache: the rerun compiles alike
     workdir = tmp_path_factory.mktemp("sigma_sweep")
     config = get_config("smoke")
     return config, workdir, sigma_sweep.run(config, workdir)
@@ -44,14 +45,15 @@ def test_writes_figures_csv_json_and_report(smoke):
 
 def test_one_population_member_per_sigma(smoke):
     config, workdir, summary = smoke
-    assert summary["num_sigmas"] == config.num_sigmas >= 16
+    exp = config.sigma_sweep
+    assert summary["num_sigmas"] == exp.num_sigmas >= 16
     assert summary["population"] >= summary["num_sigmas"]
     with open(workdir / "sigma_sweep.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     fixed = [r for r in rows if r["model"] == "fixed"]
-    assert len(fixed) == config.num_sigmas and len(rows) == config.num_sigmas + 1
+    assert len(fixed) == exp.num_sigmas and len(rows) == exp.num_sigmas + 1
     sigmas = np.array([float(r["sigma"]) for r in fixed])
-    np.testing.assert_allclose(sigmas, np.logspace(-2, math.log10(3.0), config.num_sigmas),
+    np.testing.assert_allclose(sigmas, np.logspace(-2, math.log10(3.0), exp.num_sigmas),
                                rtol=1e-6)
     # ELBO = recon - KL, per row, as written.
     for r in rows:
@@ -71,9 +73,10 @@ def test_kl_falls_and_posterior_collapses_at_large_sigma(smoke):
 
 def test_elbo_peaks_where_sigma_equals_sqrt_expected_mse(smoke):
     config, workdir, summary = smoke
-    grid_step = (config.sigma_max / config.sigma_min) ** (1 / (config.num_sigmas - 1))
+    exp = config.sigma_sweep
+    grid_step = (exp.sigma_max / exp.sigma_min) ** (1 / (exp.num_sigmas - 1))
     peak, fixed = summary["sigma_elbo_peak"], summary["sigma_fixed_point"]
-    assert config.sigma_min < peak < config.sigma_max  # an interior maximum
+    assert exp.sigma_min < peak < exp.sigma_max  # an interior maximum
     assert abs(math.log(peak / fixed)) < math.log(grid_step)
     assert abs(math.log(summary["sqrt_expected_mse_at_peak"] / peak)) < math.log(grid_step)
 
@@ -106,10 +109,41 @@ def test_expected_mse_inverts_the_gaussian_recon_term():
         assert got == pytest.approx(np.mean((x - mean) ** 2), rel=1e-4)
 
 
-def test_bad_grid_is_rejected():
+def test_rerun_in_the_same_workdir_resumes_from_the_checkpoints(smoke, digits, monkeypatch):
+    """The finished trainings are restored, not redone, and the same numbers come out."""
+    config, workdir, summary = smoke
+    folders = [workdir / "checkpoints" / "sigma_sweep" / m for m in ("fixed", "learned")]
+    num_steps = config.train.num_epochs * (digits.train.shape[0] // config.train.batch_size)
+    assert [checkpoint_steps(f) for f in folders] == [[num_steps]] * 2
+    fits = []
+
+    def spy(*args, **kwargs):
+        fits.append(train(*args, **kwargs))
+        return fits[-1]
+
+    train = common.train
+    monkeypatch.setattr(common, "train", spy)
+    again = sigma_sweep.run(config, workdir)
+    assert [(f.resumed_from, f.block_steps) for f in fits] == [(num_steps, [])] * 2
+    assert again == summary
+    assert [checkpoint_steps(f) for f in folders] == [[num_steps]] * 2
+
+
+def test_bad_grid_is_rejected(tmp_path):
+    # sigma > 0 is the schema's check now (config.sigma_sweep.sigma_min is positive_real),
+    # so run() names the key; sigma_grid itself checks the order of the bounds.
     config = get_config("smoke")
-    config.sigma_min = 0.0
+    config.sigma_sweep.sigma_min = 0.0
     with pytest.raises(ValueError, match="sigma_min"):
-        sigma_sweep.sigma_grid(config)
+        sigma_sweep.run(config, tmp_path)
+    config.sigma_sweep.sigma_min = 4.0  # above sigma_max
+    with pytest.raises(ValueError, match="sigma_min"):
+        sigma_sweep.sigma_grid(config.sigma_sweep)
+    with pytest.raises(ValueError, match="sigma_min"):
+        sigma_sweep.run(config, tmp_path)
+    config = get_config("smoke")
+    config.sigma_sweep.num_sigmas = 1
+    with pytest.raises(ValueError, match="num_sigmas"):
+        sigma_sweep.run(config, tmp_path)
     with pytest.raises(ValueError, match="Unknown config variant"):
         get_config("huge")

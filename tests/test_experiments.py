@@ -55,7 +55,8 @@ def test_main_job_smoke_writes_report(tmp_path):
 def test_gradient_equivalence_cli_overrides(tmp_path):
     config = REPO / "experiments" / "configs" / "gradient_equivalence.py"
     _run(["-m", "experiments.gradient_equivalence", f"--config={config}:smoke",
-          "--config.num_samples=3", "--config.float64=False", f"--workdir={tmp_path}"], cwd=REPO)
+          "--config.gradient_equivalence.num_samples=3",
+          "--config.gradient_equivalence.float64=False", f"--workdir={tmp_path}"], cwd=REPO)
     summary = json.loads((tmp_path / "gradient_equivalence.json").read_text())
     assert summary["num_samples"] == 3
     assert "mse_max_relative_error_float64" not in summary
@@ -63,7 +64,8 @@ def test_gradient_equivalence_cli_overrides(tmp_path):
 
 @pytest.mark.parametrize("flag, message", [
     ("--config.no_such_key=1", "no_such_key"),
-    ("--config.batch_size=100000", "batch_size"),
+    ("--config.gradient_equivalence.batch_size=100000", "gradient_equivalence.batch_size"),
+    ("--config.train.learnin_rate=0.1", "learnin_rate"),
 ])
 def test_gradient_equivalence_cli_bad_config(tmp_path, flag, message):
     config = REPO / "experiments" / "configs" / "gradient_equivalence.py"

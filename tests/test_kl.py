@@ -1,14 +1,17 @@
 """Float32 tests of `vaejax.kl` against independent references.
 
 References: closed forms written out here in numpy float64, a numpy Monte-Carlo estimate with
-its own random numbers, and `scipy.stats.multivariate_normal`. The float64 versions of the
-closed-form comparisons live in `test_likelihoods_float64.py`.
+its own random numbers, `scipy.stats.multivariate_normal`, and `mpmath` at 50 significant
+digits for the KL near the prior (log_var ~ 0, where the closed form cancels), in float32 and
+float64. The float64 versions of the closed-form comparisons live in
+`test_likelihoods_float64.py`.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import pytest
 from scipy import stats
@@ -144,6 +147,83 @@ def test_kl_standard_normal_accurate_near_the_prior():
     expected = 0.5 * (x**2 / 2 + x**3 / 6)
     got = kl_standard_normal(mean, log_var, event_ndims=0)
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-11)
+
+
+# log_var in {+-1e-8, +-1e-6, +-1e-4, +-1e-2, +-0.1, +-1, +-10}: both sides of the series
+# cutoff |v| = 1/2 and deep inside it, where e^v - 1 - v ~ v^2/2 is far below eps * |v|.
+NEAR_PRIOR_LOG_VARS = [sign * m for m in (1e-8, 1e-6, 1e-4, 1e-2, 0.1, 1.0, 10.0)
+                       for sign in (1.0, -1.0)]
+# Value: the series (0.45 eps of truncation and ~2 eps of Horner rounding, |v| < 1/2) or
+# expm1(v) - v (at most ~3 eps for |v| >= 1/2, from expm1's own error and the subtraction),
+# then an exact halving: 4 eps (measured: 1 eps in float32, 2 eps in float64). Gradient:
+# 1/2 expm1(v), i.e. XLA's expm1, which is not correctly rounded but within 2 ulp (up to
+# 2 eps relative; measured 1.8 eps in float32, 1.5 eps in float64), times exact halvings:
+# 3 eps.
+NEAR_PRIOR_VALUE_EPS = 4.0
+NEAR_PRIOR_GRAD_EPS = 3.0
+
+
+def mpmath_half_exp_minus_one_minus(v: float) -> tuple[float, float]:
+    """1/2 (e^v - 1 - v) and its derivative 1/2 expm1(v), by mpmath at 50 significant digits.
+
+    v is the dtype-rounded input (exact as an mpf); at v = 1e-8 the subtraction leaves ~34
+    correct digits, far more than float64 holds.
+    """
+    with mpmath.workdps(50):
+        x = mpmath.mpf(v)
+        return float((mpmath.exp(x) - 1 - x) / 2), float(mpmath.expm1(x) / 2)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+def test_kl_near_the_prior_matches_mpmath(dtype):
+    # Reference: mpmath. Per element (event_ndims=0) with mean = 0 (the mean^2 term is exactly
+    # 0), KL(N(0, e^v) || N(0, 1)) = 1/2 (e^v - 1 - v), and KL(N(0, e^v) || N(0, e^0)) is the
+    # same through the log-ratio r = v - 0 = v; d/dv is 1/2 expm1(v), and -1/2 expm1(v) with
+    # respect to the prior's log-variance. Before the series, v = 1e-6 in float32 was off by
+    # 9 % in value and 5 % in gradient.
+    with jax.enable_x64(dtype is np.float64):
+        log_var = np.asarray(NEAR_PRIOR_LOG_VARS, dtype)
+        zeros = np.zeros_like(log_var)
+        reference = [mpmath_half_exp_minus_one_minus(float(v)) for v in log_var]
+        expected_value = np.array([r[0] for r in reference])
+        expected_grad = np.array([r[1] for r in reference])
+        eps = float(np.finfo(dtype).eps)
+
+        def both(lv, lv_p):
+            standard = kl.kl_standard_normal(zeros, lv, event_ndims=0)
+            general = kl.kl_diagonal_gaussians(zeros, lv, zeros, lv_p, event_ndims=0)
+            return standard, general
+
+        values = jax.jit(both)(log_var, zeros)
+        grads = jax.jit(jax.grad(lambda lv, lv_p: jnp.sum(jnp.stack(both(lv, lv_p))),
+                                 argnums=(0, 1)))(log_var, zeros)
+        general_grad_p = jax.jit(jax.grad(lambda lv_p: jnp.sum(both(log_var, lv_p)[1])))(zeros)
+    for got in values:
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected_value, rtol=NEAR_PRIOR_VALUE_EPS * eps, atol=0)
+    # d/dlog_var of the sum of both KLs is twice 1/2 expm1(v).
+    np.testing.assert_allclose(grads[0], 2 * expected_grad, rtol=NEAR_PRIOR_GRAD_EPS * eps,
+                               atol=0)
+    np.testing.assert_allclose(general_grad_p, -expected_grad, rtol=NEAR_PRIOR_GRAD_EPS * eps,
+                               atol=0)
+
+
+def test_kl_event_ndims_is_required_for_rank_above_two():
+    # [L, B, Z] samples: the default (1 for rank <= 2) would be ambiguous, so it must be given.
+    mean = np.zeros((2, 3, 4), DTYPE)
+    for call in (
+        lambda: kl.kl_standard_normal(mean, mean),
+        lambda: kl.kl_diagonal_gaussians(mean, mean, 0.0, 0.0),
+        lambda: kl.diagonal_gaussian_log_density(mean, 0.0, 0.0),
+    ):
+        with pytest.raises(ValueError, match=r"`event_ndims`.*\(2, 3, 4\).*event_ndims=2"):
+            call()
+    assert kl_standard_normal(mean, mean, event_ndims=1).shape == (2, 3)
+    assert kl_standard_normal(mean, mean, event_ndims=2).shape == (2,)
+    # Rank <= 2 keeps the old default: [B, Z] -> [B], [Z] -> [], a scalar -> [].
+    assert kl_standard_normal(mean[0], mean[0]).shape == (3,)
+    assert kl_standard_normal(mean[0, 0], mean[0, 0]).shape == ()
+    assert kl_standard_normal(np.float32(0.5), np.float32(0.0)).shape == ()
 
 
 @pytest.mark.parametrize("mean_shape", [(5, 4), (4,), ()])

@@ -9,20 +9,24 @@ tight tolerances and `check_grads`) live in `test_likelihoods_float64.py`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import types
+import warnings
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import checkify
 from scipy import integrate, optimize, special, stats
 
 from vaejax import likelihoods as lik
 
-# Tolerances by kind (see STYLE.md): float32 identities between two library functions,
-# and float32 comparisons against an external float64 reference.
+# Tolerances by kind: float32 identities between two library functions (a few float32 eps,
+# 1.2e-7, of reordering), and float32 comparisons against an external float64 reference
+# (the library's own rounding, accumulated over sums of up to ~60 terms).
 IDENTITY_RTOL = 1e-6
 REFERENCE_RTOL = 1e-5
 DTYPE = np.float32
@@ -182,7 +186,7 @@ def test_gaussian_gradient_matches_closed_form():
 
 
 def test_mse_gradient_is_gaussian_gradient_rescaled():
-    # DESIGN.md: grad[-log N] = (D / (2 sigma^2)) grad(MSE) with sigma fixed.
+    # From -log N = D/(2 sigma^2) MSE + const: grad[-log N] = (D / (2 sigma^2)) grad(MSE).
     rng = np.random.default_rng(4)
     num_dims, sigma = 12, 0.3
     x = draw(rng, (5, num_dims))
@@ -616,6 +620,8 @@ def _batched_calls():
     ]
 
 
+# bce_mean is called eagerly on grey levels: its (tested) warning is expected here.
+@pytest.mark.filterwarnings("ignore:bernoulli_log_likelihood / bce got grey-level data")
 @pytest.mark.parametrize("name,fn,a,b", _batched_calls(), ids=[c[0] for c in _batched_calls()])
 def test_jit_and_vmap_agree_with_eager(name, fn, a, b):
     eager = fn(a, b)
@@ -654,8 +660,10 @@ BAD_INPUTS = {
         lambda: lik.gaussian_log_likelihood_from_log_sigma(X, M.T, 0.0),
         "mean",
     ),
-    "bernoulli_shape": (lambda: lik.bernoulli_log_likelihood(X, M[:1]), "logits"),
-    "cb_shape": (lambda: lik.continuous_bernoulli_log_likelihood(X, M[:, :1]), "logits"),
+    "bernoulli_shape": (lambda: lik.bernoulli_log_likelihood(X, M[:, :2]), "logits"),
+    "bernoulli_rank": (lambda: lik.bernoulli_log_likelihood(X, M[0]), "logits"),
+    "cb_shape": (lambda: lik.continuous_bernoulli_log_likelihood(X, M.T), "logits"),
+    "cb_rank": (lambda: lik.continuous_bernoulli_log_likelihood(X, M[None]), "logits"),
     "sse_shape": (lambda: lik.sse(X, M[0]), "mean"),
     "mse_shape": (lambda: lik.mse(X, M[0]), "mean"),
     "bce_shape": (lambda: lik.bce(X, M[0]), "logits"),
@@ -754,3 +762,145 @@ def test_x_outside_unit_interval_under_jit_gives_nan(fn, bad_x):
     out = np.asarray(jax.jit(fn)(x, M))
     assert np.isfinite(out[0])
     assert np.isnan(out[1])
+
+
+# --------------------------------------------------------------------------- #
+# Image shapes: event_ndims is required above rank 2; same-rank broadcasting of mean/logits.
+# --------------------------------------------------------------------------- #
+
+IMAGES = np.full((5, 8, 8, 1), 0.5, DTYPE)  # [B, H, W, C]
+
+# name -> a call with the image data and one keyword (or none) for event_ndims.
+EVENT_FUNCTIONS = {
+    "gaussian_log_likelihood": lambda x, **kw: lik.gaussian_log_likelihood(x, x, 0.1, **kw),
+    "gaussian_log_likelihood_from_log_sigma": (
+        lambda x, **kw: lik.gaussian_log_likelihood_from_log_sigma(x, x, 0.0, **kw)),
+    "optimal_sigma": lambda x, **kw: lik.optimal_sigma(x, x * 0.5, **kw),
+    "gaussian_log_likelihood_optimal_sigma": (
+        lambda x, **kw: lik.gaussian_log_likelihood_optimal_sigma(x, x * 0.5, **kw)),
+    "bernoulli_log_likelihood": lambda x, **kw: lik.bernoulli_log_likelihood(x, x, **kw),
+    "continuous_bernoulli_log_likelihood": (
+        lambda x, **kw: lik.continuous_bernoulli_log_likelihood(x, x, **kw)),
+    "sse": lambda x, **kw: lik.sse(x, x, **kw),
+    "mse": lambda x, **kw: lik.mse(x, x, **kw),
+    "bce": lambda x, **kw: lik.bce(x, x, **kw),
+}
+
+
+@pytest.mark.parametrize("call", EVENT_FUNCTIONS.values(), ids=EVENT_FUNCTIONS.keys())
+def test_event_ndims_is_required_for_images(call):
+    # The old default summed only the last axis of [B, H, W, C] images, returning [B, H, W].
+    message = (r"`event_ndims`.*x.*\(5, 8, 8, 1\); pass event_ndims=3 to sum each \[8, 8, 1\] "
+               r"image \(nats per example\), or event_ndims=1 to sum only the last axis")
+    with pytest.raises(ValueError, match=message):
+        call(IMAGES)
+    # An explicit event_ndims is honoured, including 1 (shapes only: no compilation).
+    x = jax.ShapeDtypeStruct(IMAGES.shape, jnp.float32)
+    assert jax.eval_shape(lambda a: call(a, event_ndims=3), x).shape == (5,)
+    assert jax.eval_shape(lambda a: call(a, event_ndims=1), x).shape == (5, 8, 8)
+
+
+@pytest.mark.parametrize("call", EVENT_FUNCTIONS.values(), ids=EVENT_FUNCTIONS.keys())
+def test_default_event_ndims_for_flat_data(call):
+    # Rank <= 2 keeps the default: [B, D] -> [B], [D] -> [], a scalar -> [] (nothing to sum).
+    for shape, expected in (((5, 7), (5,)), ((7,), ()), ((), ())):
+        out = jax.eval_shape(call, jax.ShapeDtypeStruct(shape, jnp.float32))
+        assert out.shape == expected, (shape, out.shape)
+
+
+def test_optimal_sigma_batch_axis_is_a_scalar_for_images():
+    x = jax.ShapeDtypeStruct(IMAGES.shape, jnp.float32)
+    out = jax.eval_shape(lambda a: lik.optimal_sigma(a, a, axis="batch", event_ndims=3), x)
+    assert out.shape == ()
+
+
+# (function, name of its decoder-output argument)
+DECODER_OUTPUTS = {
+    "gaussian_log_likelihood": (lambda x, m, **kw: lik.gaussian_log_likelihood(x, m, 0.3, **kw),
+                                "mean"),
+    "gaussian_log_likelihood_from_log_sigma": (
+        lambda x, m, **kw: lik.gaussian_log_likelihood_from_log_sigma(x, m, -1.0, **kw), "mean"),
+    "bernoulli_log_likelihood": (lik.bernoulli_log_likelihood, "logits"),
+    "continuous_bernoulli_log_likelihood": (lik.continuous_bernoulli_log_likelihood, "logits"),
+    "sse": (lik.sse, "mean"),
+    "mse": (lik.mse, "mean"),
+    "bce": (lik.bce, "logits"),
+    "optimal_sigma": (lik.optimal_sigma, "mean"),
+    "gaussian_log_likelihood_optimal_sigma": (lik.gaussian_log_likelihood_optimal_sigma, "mean"),
+}
+
+
+@pytest.mark.parametrize("fn,argument", DECODER_OUTPUTS.values(), ids=DECODER_OUTPUTS.keys())
+def test_same_rank_decoder_output_broadcasts_to_x(fn, argument):
+    # A (1, 4, 4, 1) mean / logits of x's rank broadcasts over the batch: the result equals
+    # the call with the explicitly broadcast array (identity), and has x's batch shape.
+    rng = np.random.default_rng(16)
+    x = (rng.uniform(size=(3, 4, 4, 1)) < 0.5).astype(DTYPE)
+    shared = draw(rng, (1, 4, 4, 1), 0.1, 0.9)
+    jitted = jax.jit(lambda a, b: (fn(a, b, event_ndims=3),
+                                   fn(a, jnp.broadcast_to(b, a.shape), event_ndims=3)))
+    broadcast, explicit = jitted(x, shared)
+    assert broadcast.shape == explicit.shape == (3,)
+    assert_close(broadcast, explicit, IDENTITY_RTOL)
+
+
+@pytest.mark.parametrize("fn,argument", DECODER_OUTPUTS.values(), ids=DECODER_OUTPUTS.keys())
+def test_decoder_output_of_another_rank_is_refused(fn, argument):
+    # A [B] mean against [B, D] data with B == D would broadcast along the pixels, silently.
+    x = np.full((4, 4), 0.5, DTYPE)
+    with pytest.raises(ValueError, match=rf"`{argument}` of shape \(4,\) must have the same "
+                                         r"rank as `x`.*B == D"):
+        fn(x, np.full((4,), 0.5, DTYPE))
+    with pytest.raises(ValueError, match=rf"`{argument}` of shape \(2, 4\) does not broadcast"):
+        fn(x, np.full((2, 4), 0.5, DTYPE))
+
+
+# --------------------------------------------------------------------------- #
+# checked(): errors under jit.
+# --------------------------------------------------------------------------- #
+
+
+def test_checked_raises_under_jit_for_a_bad_sigma_and_passes_good_values_through():
+    fn = jax.jit(functools.partial(lik.gaussian_log_likelihood, event_ndims=1))
+    safe = lik.checked(fn)
+    good = np.float32(0.3)
+    np.testing.assert_array_equal(safe(X, M, good), fn(X, M, good))
+    with pytest.raises(checkify.JaxRuntimeError, match="gaussian_log_likelihood.*nan generated"):
+        safe(X, M, np.float32(-0.3))
+    # A ValueError, like the eager value checks.
+    assert issubclass(checkify.JaxRuntimeError, ValueError)
+
+
+def test_checked_catches_x_outside_the_support_under_jit():
+    safe = lik.checked(jax.jit(lik.continuous_bernoulli_log_likelihood))
+    with pytest.raises(checkify.JaxRuntimeError, match="continuous_bernoulli_log_likelihood"):
+        safe(X + 1.0, M)
+
+
+# --------------------------------------------------------------------------- #
+# The grey-level warning of the Bernoulli likelihood.
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("fn", [lik.bernoulli_log_likelihood, lik.bce], ids=["bernoulli", "bce"])
+def test_grey_levels_warn_binary_data_and_jit_do_not(fn):
+    with pytest.warns(UserWarning, match="not a normalised density on \\[0, 1\\].*"
+                                         "continuous_bernoulli_log_likelihood.*binarise"):
+        fn(X, M)  # X = 0.5 everywhere
+    binary = (X > 0.4).astype(DTYPE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fn(binary, M)
+        jax.jit(fn)(X, M)  # grey levels, but traced: no check, no warning
+    assert not [w for w in caught if issubclass(w.category, UserWarning)], caught
+
+
+def test_grey_level_warning_is_shown_once_by_the_default_filter():
+    # One message from one line: Python's "default" action shows it once, however many calls
+    # and call sites (catch_warnings resets the once-registry on entry).
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        lik.bernoulli_log_likelihood(X, M)
+        lik.bernoulli_log_likelihood(X, M)
+        lik.bce(X, M)
+    assert len([w for w in caught if issubclass(w.category, UserWarning)]) == 1, caught

@@ -1,9 +1,9 @@
-"""Tests for vaejax.sharding and the sharded paths of vaejax.train.
+"""Tests for vaejax.sharding and the sharded paths of the engine and the training job.
 
 Multi-device behaviour runs in subprocesses (tests/_sharding_check.py) with 8 forced host CPU
 devices: XLA reads ``--xla_force_host_platform_device_count`` once, when jax starts. The
 reference for every sharded run is the same computation with no mesh (``mesh=None``,
-``config.sharding='none'``), which must agree to float32 round-off: sharding may reorder
+``config.run.sharding="none"``), which must agree to float32 round-off: sharding may reorder
 reductions (data mode sums gradients across devices) but must not change the maths.
 """
 

@@ -1,8 +1,8 @@
 """Numerical stress: property tests over extreme ranges, in float32 and float64.
 
-Hypothesis draws inputs over the ranges the library promises (DESIGN.md: float32 finite for
-logits in [-1e4, 1e4], sigma in [1e-6, 1e6], continuous-Bernoulli lambda within 1e-7 of 1/2;
-float64 over wider ranges) and checks, for every log-likelihood, its gradients and the
+Hypothesis draws inputs over the ranges the library promises (the module docstrings: float32
+finite for logits in [-1e4, 1e4], sigma in [1e-6, 1e6], continuous-Bernoulli lambda within
+1e-7 of 1/2; float64 over wider ranges) and checks, for every log-likelihood, its gradients and the
 continuous-Bernoulli mean:
 
 * finite wherever the float64 reference is finite;

@@ -136,35 +136,6 @@ def test_wake_phase_uses_the_given_noise_as_a_posterior_sample():
     np.testing.assert_allclose(terms.wake, wake, rtol=1e-5)
 
 
-def test_bernoulli_and_gaussian_samples_have_the_decoder_moments():
-    n = 20_000
-    key = jax.random.key(8)
-    sample = jax.jit(wake_sleep.sample_decoder, static_argnums=1)
-    logits = jnp.broadcast_to(jnp.array([-2.0, 0.0, 1.5]), (n, 3))
-    x = sample(key, "bernoulli", {"logits": logits})
-    assert set(np.unique(np.asarray(x))) <= {0.0, 1.0}
-    p = jax.nn.sigmoid(logits[0])
-    # Monte-Carlo tolerance: 5 standard errors sqrt(p(1-p)/n).
-    np.testing.assert_array_less(np.abs(x.mean(0) - p), 5 * np.sqrt(p * (1 - p) / n))
-    mean = jnp.broadcast_to(jnp.array([0.2, 0.8]), (n, 2))
-    log_sigma = jnp.broadcast_to(jnp.log(jnp.array([0.1, 0.5])), (n, 2))
-    x = sample(key, "gaussian_per_pixel", {"mean": mean, "log_sigma": log_sigma})
-    np.testing.assert_allclose(x.mean(0), [0.2, 0.8], atol=5 * 0.5 / np.sqrt(n))
-    np.testing.assert_allclose(x.std(0), [0.1, 0.5], rtol=0.03)
-    x = sample(key, "gaussian_fixed", {"mean": mean}, sigma=0.3)
-    np.testing.assert_allclose(x.std(0), [0.3, 0.3], rtol=0.03)
-
-
-def test_unsampleable_likelihood_and_missing_sigma_are_named():
-    with pytest.raises(ValueError, match="continuous_bernoulli"):
-        wake_sleep.sample_decoder(jax.random.key(0), "continuous_bernoulli",
-                                  {"logits": jnp.zeros((1, 2))})
-    with pytest.raises(ValueError, match="sigma"):
-        wake_sleep.sample_decoder(jax.random.key(0), "gaussian_fixed", {"mean": jnp.zeros((1,))})
-    with pytest.raises(ValueError, match="Unknown likelihood"):
-        wake_sleep.sample_decoder(jax.random.key(0), "poisson", {})
-
-
 def test_terms_are_jittable_and_finite():
     model, params = _model("gaussian_per_pixel")
     x = jnp.asarray(np.random.default_rng(9).random((B, D)), jnp.float32)

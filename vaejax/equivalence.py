@@ -10,10 +10,24 @@ loss, every parameter leaf) over a grid of S sigma values times L Monte-Carlo
 latent samples, both as vmapped axes, so one ``jax.jit`` of it is one compiled
 call. The batch is reduced with a mean for every loss, so the factors above are
 exactly the theoretical ratios.
+
+Precision is a stated choice: measurement code runs at the precision the claim needs on
+any backend; training stays at the backend's fast default. The identity is exact up to
+float32 rounding (relative error <= 1e-5 measured), but XLA's default float32 matmul on a
+GPU is TF32-like (10-bit mantissa, ~1e-4 relative error per product; 1.7e-4 measured), which
+would make the measurement report the matmul's error instead of the identity's. So
+:func:`compare_gradients` traces its whole computation, forward and backward passes, under
+``jax.default_matmul_precision("highest")`` by default (true float32 products on CPU, GPU
+and TPU); ``precision=None`` leaves the ambient setting. The setting is trace-time
+configuration (read when each ``dot_general`` / convolution is traced, and part of the jit
+cache key), so it applies when ``compare_gradients`` is traced inside an outer ``jax.jit``
+at the call site, and to a ``decode_fn`` that is itself jitted; a matmul that passes its
+own ``precision=`` keeps it.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -22,7 +36,13 @@ import jax.numpy as jnp
 from flax import struct
 from jax.typing import ArrayLike
 
-from vaejax.likelihoods import _event_size, gaussian_log_likelihood, mse, sse
+from vaejax.likelihoods import (
+    _event_size,
+    _resolve_event_ndims,
+    gaussian_log_likelihood,
+    mse,
+    sse,
+)
 
 DecodeFn = Callable[[Any, jax.Array], jax.Array]
 
@@ -113,6 +133,21 @@ def _summarise(leaf_stats: dict, factor: jax.Array) -> GradientComparison:
     )
 
 
+def _precision_name(precision: str | jax.lax.Precision | jax.lax.DotAlgorithmPreset) -> str:
+    """The ``jax_default_matmul_precision`` value for ``precision`` ("highest", ...)."""
+    if isinstance(precision, jax.lax.Precision):
+        return precision.name.lower()  # Precision.HIGHEST -> "highest"
+    if isinstance(precision, jax.lax.DotAlgorithmPreset):
+        return precision.name
+    if isinstance(precision, str):
+        legacy = ("default", "high", "highest", "bfloat16", "tensorfloat32", "float32")
+        return precision.lower() if precision.lower() in legacy else precision
+    raise ValueError(
+        "`precision` must be None, a jax.lax.Precision or one of the strings "
+        f"jax.default_matmul_precision accepts ('highest', 'float32', ...), got {precision!r}."
+    )
+
+
 def compare_gradients(
     decode_fn: DecodeFn,
     params: Any,
@@ -120,14 +155,22 @@ def compare_gradients(
     x: ArrayLike,
     sigmas: ArrayLike,
     *,
-    event_ndims: int = 1,
+    event_ndims: int | None = None,
     sigma_chunk_size: int | None = None,
+    precision: str | jax.lax.Precision | None = "highest",
 ) -> EquivalenceReport:
     """Measures grad(-log N) against grad(MSE), grad(SSE), grad(SSE/2) on a sigma x sample grid.
 
     Pure and unjitted: jit it at the call site, with ``decode_fn`` static, e.g.
-    ``jax.jit(compare_gradients, static_argnames=("decode_fn",))``. Then every sigma
-    and every sample is one compiled call.
+    ``jax.jit(compare_gradients, static_argnames=("decode_fn",))`` (add ``"precision"``,
+    ``"event_ndims"``, ``"sigma_chunk_size"`` to the static names when passing them). Then
+    every sigma and every sample is one compiled call.
+
+    Every matmul and convolution it traces (decoder forward and backward passes included)
+    runs at ``precision``: "highest" by default, so the measured relative error is the
+    identity's (float32 rounding, <= 1e-5) and not that of a GPU's TF32-like default
+    (~1e-4). Measurement code runs at the precision the claim needs on any backend; training
+    stays at the backend's fast default.
 
     Args:
       decode_fn: ``(params, z [B, Z]) -> mean [B, *event]``, any differentiable function.
@@ -137,13 +180,46 @@ def compare_gradients(
       latents: [L, B, Z] latent samples (one decoder pass per sample).
       x: [B, *event] data.
       sigmas: [S] fixed decoder standard deviations, > 0.
-      event_ndims: trailing axes of ``x`` forming one example.
+      event_ndims: trailing axes of ``x`` forming one example (None: 1 for [B, D] data;
+        required for images, e.g. 3 for [B, H, W, C]).
       sigma_chunk_size: if given, sigmas are processed ``sigma_chunk_size`` at a time with
         ``lax.map`` (bounds memory at S x L x #params floats); None vmaps them all.
+      precision: matmul precision for the whole computation, entered as
+        ``jax.default_matmul_precision(precision)`` around it: "highest" (default),
+        "float32", "tensorfloat32", "bfloat16", "default", a ``jax.lax.Precision``, or a
+        ``jax.lax.DotAlgorithmPreset`` name. None leaves the ambient setting (the backend's
+        default unless the caller set ``jax_default_matmul_precision``). Matmuls in
+        ``decode_fn`` that pass their own ``precision=`` keep it.
 
     Returns:
       EquivalenceReport with [S, L] ratio, cosine and relative error per convention.
     """
+    with contextlib.ExitStack() as stack:
+        if precision is not None:
+            name = _precision_name(precision)
+            try:
+                stack.enter_context(jax.default_matmul_precision(name))
+            except ValueError as error:
+                raise ValueError(
+                    f"`precision` must be None, a jax.lax.Precision or a value of "
+                    f"jax.default_matmul_precision ('highest', 'float32', ...), got "
+                    f"{precision!r}."
+                ) from error
+        return _compare_gradients(decode_fn, params, latents, x, sigmas,
+                                  event_ndims=event_ndims, sigma_chunk_size=sigma_chunk_size)
+
+
+def _compare_gradients(
+    decode_fn: DecodeFn,
+    params: Any,
+    latents: ArrayLike,
+    x: ArrayLike,
+    sigmas: ArrayLike,
+    *,
+    event_ndims: int,
+    sigma_chunk_size: int | None,
+) -> EquivalenceReport:
+    """:func:`compare_gradients` at the ambient matmul precision."""
     latents = jnp.asarray(latents)
     x = jnp.asarray(x)
     sigmas = jnp.asarray(sigmas, dtype=x.dtype)
@@ -151,6 +227,7 @@ def compare_gradients(
         raise ValueError(f"`latents` must be [L, B, Z], got shape {latents.shape}.")
     if sigmas.ndim != 1:
         raise ValueError(f"`sigmas` must be a 1-D grid [S], got shape {sigmas.shape}.")
+    event_ndims = _resolve_event_ndims(event_ndims, "x", x)
     num_dims = _event_size(x.shape, event_ndims)
 
     def nll(p, z, sigma):

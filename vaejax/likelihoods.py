@@ -1,9 +1,9 @@
 """Decoder log-likelihoods in nats, with every constant, and the loss views they imply.
 
 Every ``*_log_likelihood`` returns log p(x | decoder output) **per example**: the
-elementwise log-density summed over the trailing ``event_ndims`` axes (default 1,
-a flattened image). Reducing over the batch is the caller's job; doing it with a
-mean over pixels instead of a sum silently rescales the KL weight (beta).
+elementwise log-density summed over the trailing ``event_ndims`` axes. Reducing over the
+batch is the caller's job; doing it with a mean over pixels instead of a sum silently
+rescales the KL weight (beta).
 
 The loss views (:func:`sse`, :func:`mse`, :func:`bce`) name their reduction and
 differ from the negative log-likelihoods only by scale and constants:
@@ -14,20 +14,54 @@ differ from the negative log-likelihoods only by scale and constants:
 
 This module imports only ``jax`` so that it can be copied into any JAX project.
 
+Shapes: ``event_ndims`` is the number of trailing axes of ``x`` that form one example;
+the result has the remaining leading (batch) shape of ``x``. Left out, it is 1 for data of
+rank 1 or 2 (a [D] vector, a [B, D] batch of flattened images) and 0 for a scalar; for data
+of rank > 2 (e.g. [B, H, W, C] images) it must be given, because summing only the last
+axis would return [B, H, W] instead of one value per image: pass ``event_ndims=3`` for
+nats per image. ``mean`` / ``logits`` must have the rank of ``x``, each axis equal to x's
+or 1 (a (1, H, W, C) mean broadcasts over the batch); a different rank is refused, as
+numpy's right-aligned broadcasting would silently pair the wrong elements (a [B] mean
+against [B, D] data when B == D). ``sigma`` / ``log_sigma`` broadcast to ``x`` by numpy's
+rules (a scalar, a per-pixel [*event] array, a per-example [B, 1, ...] array).
+
+Precision: bfloat16 and float16 inputs are upcast to float32 on entry; every elementwise
+operation and the sums over the event axes run in float32 and the result is float32.
+float32 stays float32 and float64 (with x64 enabled) stays float64: the result dtype is
+the promotion of the floating inputs with float32. Gradients with respect to a bfloat16
+or float16 input come back in that dtype (the transpose of the cast): the float32
+gradient rounded once. bfloat16 has float32's exponent range, so the float32 ranges hold
+for it: finite results and gradients for sigma in [1e-6, 1e6] (|log_sigma| <= 13.8),
+logits in [-1e4, 1e4] and |x|, |mean| <= 1e4. float16 holds only magnitudes up to 65504
+and normal numbers down to 2^-14 = 6.1e-5 (sigma = 1e-6 is a subnormal there, sigma = 1e6
+overflows to inf). For float16 inputs the promise is: finite float32 results for sigma in
+[6.1e-5, 65504], |log_sigma| <= 13.8 (exp runs in float32), any finite logits
+(|l| <= 65504) and |x|, |mean| <= 1e4; float16 gradients equal to the float32 gradient
+rounded to float16, hence finite wherever that gradient is at most 65504 in magnitude:
+always for the Bernoulli family (logit gradients lie in [-1, 1]); for the Gaussian,
+d/dmean = (x - mean)/sigma^2 exceeds it when sigma < 4e-3 and |x - mean| = 1.
+
 Validation: when the arguments are concrete (called outside ``jit``), bad values
 raise ``ValueError`` naming the argument. Under ``jit`` values cannot be
 inspected; invalid values (sigma <= 0 or non-finite, x outside [0, 1] for the
 Bernoulli family) then turn the affected examples into NaN, never a silent
-wrong number. Shape and dtype errors are static and always raise.
+wrong number; :func:`checked` turns such a NaN into an error naming the function. Shape
+and dtype errors are static and always raise. :func:`bernoulli_log_likelihood` and
+:func:`bce` warn (once per process, concrete data only) when ``x`` has grey levels,
+where the Bernoulli is not a normalised density on [0, 1].
 """
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import Literal
+import warnings
+from collections.abc import Callable
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
+from jax.experimental import checkify
 from jax.typing import ArrayLike
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -37,6 +71,13 @@ _LOG_2 = math.log(2.0)
 # truncated at l^8 (normaliser) and l^5 (mean): 0.5 keeps float32 exact, float64 needs a
 # smaller cutoff where the truncation error stays below its eps.
 _CB_TAYLOR_CUTOFF = {4: 0.5, 8: 0.02}
+_GREY_LEVEL_WARNING = (
+    "bernoulli_log_likelihood / bce got grey-level data (x not all in {0, 1}): for such x "
+    "the Bernoulli log-likelihood is a cross-entropy, not a normalised density on [0, 1], "
+    "so its value is not a log-likelihood of the data. Use "
+    "continuous_bernoulli_log_likelihood for grey levels, or binarise the data "
+    "(x in {0, 1}, e.g. sampled from Bernoulli(x))."
+)
 
 
 def _cb_cutoff(dtype) -> float:
@@ -71,6 +112,20 @@ def _as_float_array(name: str, value: ArrayLike, *, parameter: bool = False) -> 
     return array
 
 
+def _promote(*arrays: jax.Array) -> tuple[jax.Array, ...]:
+    """Casts to the arrays' promoted dtype, at least float32: [...] -> [...] each.
+
+    bfloat16 and float16 become float32, so that the elementwise work and the event sums
+    never round to 8 or 11 significant bits; float64 stays float64. Python scalars are
+    weakly typed: they follow the arrays (float64 only when x64 is on and nothing else
+    is typed). The cast's transpose returns gradients in each input's own dtype.
+    """
+    dtype = jnp.result_type(*arrays)
+    if jnp.finfo(dtype).bits < 32:
+        dtype = jnp.dtype(jnp.float32)
+    return tuple(array.astype(dtype) for array in arrays)
+
+
 def _check_event_ndims(event_ndims: int, *arrays: jax.Array) -> None:
     if not isinstance(event_ndims, int) or isinstance(event_ndims, bool) or event_ndims < 0:
         raise ValueError(f"`event_ndims` must be a non-negative int, got {event_ndims!r}.")
@@ -82,11 +137,51 @@ def _check_event_ndims(event_ndims: int, *arrays: jax.Array) -> None:
             )
 
 
+def _resolve_event_ndims(
+    event_ndims: int | None, name: str, array: jax.Array, *, unit: str = "image"
+) -> int:
+    """The explicit ``event_ndims``, or the default for ``array``: 0 for a scalar, 1 for
+    rank 1 or 2; refused for rank > 2, where summing only the last axis is rarely meant."""
+    if event_ndims is None:
+        if array.ndim > 2:
+            example = "[" + ", ".join(str(size) for size in array.shape[1:]) + "]"
+            raise ValueError(
+                f"`event_ndims` must be given for inputs of rank > 2: `{name}` has shape "
+                f"{array.shape}; pass event_ndims={array.ndim - 1} to sum each {example} "
+                f"{unit} (nats per example), or event_ndims=1 to sum only the last axis."
+            )
+        return min(array.ndim, 1)
+    _check_event_ndims(event_ndims, array)
+    return event_ndims
+
+
 def _check_same_shape(name_a: str, a: jax.Array, name_b: str, b: jax.Array) -> None:
     if a.shape != b.shape:
         raise ValueError(
             f"`{name_a}` and `{name_b}` must have the same shape, got {a.shape} and {b.shape}."
         )
+
+
+def _broadcast_like(name: str, param: jax.Array, target_name: str, target: jax.Array):
+    """Broadcasts a decoder output of ``target``'s rank (axes equal or 1) to its shape.
+
+    A different rank is refused: numpy aligns shapes on the right, so a [B] mean against
+    [B, D] data would be paired with the pixels instead of the examples when B == D.
+    """
+    if param.ndim != target.ndim:
+        raise ValueError(
+            f"`{name}` of shape {param.shape} must have the same rank as `{target_name}` of "
+            f"shape {target.shape} (axes of size 1 broadcast): a lower rank would be aligned "
+            f"with the trailing axes of `{target_name}` and could silently pair the wrong "
+            f"elements (a [B] `{name}` against [B, D] data when B == D). Add the size-1 axes "
+            f"explicitly, e.g. `{name}[None]` for one example shared by the batch."
+        )
+    if any(p not in (1, t) for p, t in zip(param.shape, target.shape, strict=True)):
+        raise ValueError(
+            f"`{name}` of shape {param.shape} does not broadcast to `{target_name}` of shape "
+            f"{target.shape}: each axis must equal `{target_name}`'s or be 1."
+        )
+    return jnp.broadcast_to(param, target.shape)
 
 
 def _check_broadcastable(name: str, param: jax.Array, target_name: str, target: jax.Array) -> None:
@@ -133,6 +228,13 @@ def _check_unit_interval(name: str, value: jax.Array) -> None:
         )
 
 
+def _warn_if_grey_levels(x: jax.Array) -> None:
+    # One fixed message from one fixed line (stacklevel=1): Python's default filter then
+    # shows it once per process, however many call sites there are.
+    if not _holds_everywhere(lambda v: (v == 0) | (v == 1), x):
+        warnings.warn(_GREY_LEVEL_WARNING, UserWarning, stacklevel=1)
+
+
 def _event_sum(values: jax.Array, event_ndims: int) -> jax.Array:
     """Sums the trailing ``event_ndims`` axes: [..., *event] -> [...]."""
     if event_ndims == 0:
@@ -142,6 +244,53 @@ def _event_sum(values: jax.Array, event_ndims: int) -> jax.Array:
 
 def _event_size(shape: tuple[int, ...], event_ndims: int) -> int:
     return math.prod(shape[len(shape) - event_ndims :]) if event_ndims else 1
+
+
+def checked(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Wraps ``fn`` so that a NaN it produces, also under ``jit``, raises an error naming it.
+
+    Value checks cannot raise under ``jit``; this library makes a bad value (sigma <= 0,
+    x outside [0, 1]) a NaN instead. ``checked(fn)`` runs ``fn`` under
+    ``jax.experimental.checkify`` with NaN checks and user checks (``checkify.check``
+    calls in ``fn``) and raises ``checkify.JaxRuntimeError`` (a ``ValueError``) naming
+    ``fn`` and the primitive that made the NaN. It must be the outermost wrapper: pass it
+    the jitted function (``checked(jax.jit(step))``), do not jit the result. The checks
+    cost one reduction per primitive; use it to debug, or where errors matter more than
+    speed.
+
+    Example::
+
+        fn = jax.jit(functools.partial(gaussian_log_likelihood, event_ndims=1))
+        safe = checked(fn)
+        safe(x, mean, jnp.float32(0.1))   # [B], the same value as fn(x, mean, 0.1)
+        safe(x, mean, jnp.float32(-0.1))  # raises JaxRuntimeError: gaussian_log_likelihood:
+                                          # nan generated by primitive: select_n ...
+
+    Args:
+      fn: any function of arrays, typically a jitted loss or training step returning
+        e.g. a [B] log-likelihood or a [] loss.
+
+    Returns:
+      A function with ``fn``'s signature returning ``fn``'s outputs (same shapes
+      [...] and dtypes), raising instead of returning a NaN-producing result.
+    """
+    checkified = checkify.checkify(fn, errors=checkify.nan_checks | checkify.user_checks)
+    inner = fn
+    while isinstance(inner, functools.partial):  # name the function, not the partial
+        inner = inner.func
+    name = getattr(inner, "__qualname__", None) or getattr(inner, "__name__", None) or repr(fn)
+
+    def checked_fn(*args, **kwargs):
+        error, out = checkified(*args, **kwargs)
+        message = error.get()
+        if message is not None:
+            raise checkify.JaxRuntimeError(
+                f"{name}: {message} (an invalid value, e.g. sigma <= 0 or x outside [0, 1] "
+                f"for the Bernoulli family, gives NaN under jit)"
+            )
+        return out
+
+    return functools.update_wrapper(checked_fn, fn)
 
 
 # --------------------------------------------------------------------------- #
@@ -160,23 +309,27 @@ def _gaussian_elementwise(
 
 
 def gaussian_log_likelihood(
-    x: ArrayLike, mean: ArrayLike, sigma: ArrayLike, *, event_ndims: int = 1
+    x: ArrayLike, mean: ArrayLike, sigma: ArrayLike, *, event_ndims: int | None = None
 ) -> jax.Array:
     """log N(x; mean, sigma^2 I) in nats per example, with every constant.
 
     ``log N = -D/2 log(2 pi) - sum_i log sigma_i - sum_i (x_i - mean_i)^2 / (2 sigma_i^2)``;
     the log-determinant of ``diag(sigma^2)`` is ``sum_i log sigma_i^2`` (a common
-    mistake writes ``sum_i sigma_i^2``).
+    mistake writes ``sum_i sigma_i^2``). Under jit: a sigma <= 0 or non-finite cannot
+    raise and gives NaN for the affected examples (:func:`checked` raises instead).
 
     Args:
       x: [..., *event] data (the target; "y").
-      mean: [..., *event] decoder mean mu(z) (the prediction; "y-hat").
+      mean: [..., *event] decoder mean mu(z) (the prediction; "y-hat"), or any array of
+        x's rank whose axes equal x's or are 1 (e.g. [1, *event] shared by the batch).
       sigma: scalar (fixed), [*event] (per pixel, shared over the batch) or any array
         broadcastable to ``x`` (e.g. [..., *event] per example and pixel). Must be > 0.
-      event_ndims: number of trailing axes forming one example.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
 
     Returns:
-      [...] log-likelihood per example, in nats.
+      [...] (x's batch shape) log-likelihood per example in nats; float32 (float64 if an
+      input is float64).
 
     References:
       Kingma & Welling, Auto-Encoding Variational Bayes (arXiv 1312.6114), appendix C.2.
@@ -184,9 +337,10 @@ def gaussian_log_likelihood(
     x = _as_float_array("x", x)
     mean = _as_float_array("mean", mean)
     sigma = _as_float_array("sigma", sigma, parameter=True)
-    _check_same_shape("x", x, "mean", mean)
+    event_ndims = _resolve_event_ndims(event_ndims, "x", x)
+    mean = _broadcast_like("mean", mean, "x", x)
     _check_broadcastable("sigma", sigma, "x", x)
-    _check_event_ndims(event_ndims, x)
+    x, mean, sigma = _promote(x, mean, sigma)
     _check_finite("x", x)
     _check_positive_finite("sigma", sigma)
     # Under jit a non-positive sigma cannot raise: make it NaN instead of a number.
@@ -197,33 +351,58 @@ def gaussian_log_likelihood(
 
 
 def gaussian_log_likelihood_from_log_sigma(
-    x: ArrayLike, mean: ArrayLike, log_sigma: ArrayLike, *, event_ndims: int = 1
+    x: ArrayLike, mean: ArrayLike, log_sigma: ArrayLike, *, event_ndims: int | None = None
 ) -> jax.Array:
     """log N(x; mean, exp(log_sigma)^2 I) in nats per example: the form for learned sigma.
 
     Parameterising by ``log_sigma`` keeps sigma positive without constraints and
-    is what a decoder head (shared scalar or per-pixel output) should produce.
+    is what a decoder head (shared scalar or per-pixel output) should produce. Under jit:
+    a non-finite log_sigma cannot raise and gives a non-finite value (:func:`checked`).
 
     Args:
       x: [..., *event] data.
-      mean: [..., *event] decoder mean.
+      mean: [..., *event] decoder mean, or of x's rank with axes equal to x's or 1.
       log_sigma: any array broadcastable to ``x`` (scalar shared, [*event] per pixel,
         [..., *event] per example and pixel, as in AEVB appendix C.2).
-      event_ndims: number of trailing axes forming one example.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
 
     Returns:
-      [...] log-likelihood per example, in nats.
+      [...] (x's batch shape) log-likelihood per example in nats; float32 (float64 if an
+      input is float64).
     """
     x = _as_float_array("x", x)
     mean = _as_float_array("mean", mean)
     log_sigma = _as_float_array("log_sigma", log_sigma, parameter=True)
-    _check_same_shape("x", x, "mean", mean)
+    event_ndims = _resolve_event_ndims(event_ndims, "x", x)
+    mean = _broadcast_like("mean", mean, "x", x)
     _check_broadcastable("log_sigma", log_sigma, "x", x)
-    _check_event_ndims(event_ndims, x)
+    x, mean, log_sigma = _promote(x, mean, log_sigma)
     _check_finite("x", x)
     _check_finite("log_sigma", log_sigma)
     log_sigma = jnp.broadcast_to(log_sigma, x.shape)
     return _event_sum(_gaussian_elementwise(x, mean, log_sigma), event_ndims)
+
+
+def _squared_error_inputs(x, mean, event_ndims):
+    """Validated, broadcast and promoted (x, mean, event_ndims) for the squared-error views."""
+    x = _as_float_array("x", x)
+    mean = _as_float_array("mean", mean)
+    event_ndims = _resolve_event_ndims(event_ndims, "x", x)
+    mean = _broadcast_like("mean", mean, "x", x)
+    x, mean = _promote(x, mean)
+    _check_finite("x", x)
+    return x, mean, event_ndims
+
+
+def _sum_squared_error(x: jax.Array, mean: jax.Array, event_ndims: int) -> jax.Array:
+    """[..., *event] validated inputs -> [...] SSE."""
+    return _event_sum(jnp.square(x - mean), event_ndims)
+
+
+def _mean_squared_error(x: jax.Array, mean: jax.Array, event_ndims: int) -> jax.Array:
+    """[..., *event] validated inputs -> [...] MSE."""
+    return _sum_squared_error(x, mean, event_ndims) / _event_size(x.shape, event_ndims)
 
 
 def optimal_sigma(
@@ -231,30 +410,29 @@ def optimal_sigma(
     mean: ArrayLike,
     *,
     axis: Literal["example", "batch"] = "example",
-    event_ndims: int = 1,
+    event_ndims: int | None = None,
 ) -> jax.Array:
     """The maximum-likelihood shared sigma for a Gaussian decoder: sqrt(MSE).
 
-    d/dsigma log N = -D/sigma + SSE/sigma^3 = 0 gives sigma*^2 = SSE / D = MSE.
+    d/dsigma log N = -D/sigma + SSE/sigma^3 = 0 gives sigma*^2 = SSE / D = MSE. Under
+    jit: non-finite x gives a non-finite sigma instead of an error.
 
     Args:
       x: [..., *event] data.
-      mean: [..., *event] decoder mean.
+      mean: [..., *event] decoder mean, or of x's rank with axes equal to x's or 1.
       axis: ``"example"`` pools the squared error over each example's pixels
         (returns [...]); ``"batch"`` pools over all examples and pixels (returns a
         scalar, the sigma-VAE choice of Rybkin et al., 2021).
-      event_ndims: number of trailing axes forming one example.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
 
     Returns:
-      [...] (``axis="example"``) or [] (``axis="batch"``) optimal sigma.
+      [...] (``axis="example"``, x's batch shape) or [] (``axis="batch"``) optimal sigma;
+      float32 (float64 if an input is float64).
     """
-    x = _as_float_array("x", x)
-    mean = _as_float_array("mean", mean)
-    _check_same_shape("x", x, "mean", mean)
-    _check_event_ndims(event_ndims, x)
-    _check_finite("x", x)
+    x, mean, event_ndims = _squared_error_inputs(x, mean, event_ndims)
     if axis == "example":
-        return jnp.sqrt(mse(x, mean, event_ndims=event_ndims))
+        return jnp.sqrt(_mean_squared_error(x, mean, event_ndims))
     if axis == "batch":
         return jnp.sqrt(jnp.mean(jnp.square(x - mean)))
     raise ValueError(f"`axis` must be 'example' or 'batch', got {axis!r}.")
@@ -265,7 +443,7 @@ def gaussian_log_likelihood_optimal_sigma(
     mean: ArrayLike,
     *,
     axis: Literal["example", "batch"] = "example",
-    event_ndims: int = 1,
+    event_ndims: int | None = None,
     eps: float = 0.0,
 ) -> jax.Array:
     """log N(x; mean, sigma*^2 I) at the analytic optimum sigma*^2 = MSE, per example.
@@ -273,31 +451,29 @@ def gaussian_log_likelihood_optimal_sigma(
     With ``axis="example"`` this is exactly ``-D/2 log(2 pi e MSE)``: the
     reconstruction term no longer reduces to MSE but to its logarithm. By the
     envelope theorem the gradient through sigma* is zero, so no stop_gradient is
-    needed.
+    needed. Under jit: non-finite x gives a non-finite value instead of an error.
 
     Args:
       x: [..., *event] data.
-      mean: [..., *event] decoder mean.
+      mean: [..., *event] decoder mean, or of x's rank with axes equal to x's or 1.
       axis: where sigma* is pooled, see :func:`optimal_sigma`.
-      event_ndims: number of trailing axes forming one example.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
       eps: added to MSE before the log (0 = exact; a perfect reconstruction then
         gives +inf, as the likelihood really is unbounded there).
 
     Returns:
-      [...] log-likelihood per example, in nats.
+      [...] (x's batch shape) log-likelihood per example in nats; float32 (float64 if an
+      input is float64).
     """
-    x = _as_float_array("x", x)
-    mean = _as_float_array("mean", mean)
-    _check_same_shape("x", x, "mean", mean)
-    _check_event_ndims(event_ndims, x)
-    _check_finite("x", x)
+    x, mean, event_ndims = _squared_error_inputs(x, mean, event_ndims)
     num_dims = _event_size(x.shape, event_ndims)
     if axis == "example":
-        var = mse(x, mean, event_ndims=event_ndims) + eps
+        var = _mean_squared_error(x, mean, event_ndims) + eps
         return -0.5 * num_dims * (jnp.log(2.0 * math.pi * var) + 1.0)
     if axis == "batch":
         var = jnp.mean(jnp.square(x - mean)) + eps
-        per_example_sse = sse(x, mean, event_ndims=event_ndims)
+        per_example_sse = _sum_squared_error(x, mean, event_ndims)
         return -0.5 * num_dims * jnp.log(2.0 * math.pi * var) - 0.5 * per_example_sse / var
     raise ValueError(f"`axis` must be 'example' or 'batch', got {axis!r}.")
 
@@ -328,26 +504,42 @@ def _nan_outside_unit_interval(x: jax.Array, values: jax.Array) -> jax.Array:
     return jnp.where((x >= 0) & (x <= 1), values, jnp.nan)
 
 
-def bernoulli_log_likelihood(x: ArrayLike, logits: ArrayLike, *, event_ndims: int = 1) -> jax.Array:
+def _bernoulli_family_inputs(x, logits, event_ndims):
+    """Validated, broadcast and promoted (x, logits, event_ndims) for the Bernoulli family."""
+    x = _as_float_array("x", x)
+    logits = _as_float_array("logits", logits)
+    event_ndims = _resolve_event_ndims(event_ndims, "x", x)
+    logits = _broadcast_like("logits", logits, "x", x)
+    x, logits = _promote(x, logits)
+    _check_unit_interval("x", x)
+    return x, logits, event_ndims
+
+
+def bernoulli_log_likelihood(
+    x: ArrayLike, logits: ArrayLike, *, event_ndims: int | None = None
+) -> jax.Array:
     """log Bernoulli(x; sigmoid(logits)) in nats per example; equals -BCE_with_logits.
 
     Exact (a normalised log-probability) for x in {0, 1}. For grey levels x in
     (0, 1) the same expression is the cross-entropy but not a normalised density
-    over [0, 1]: see :func:`continuous_bernoulli_log_likelihood`.
+    over [0, 1]: see :func:`continuous_bernoulli_log_likelihood`. Concrete grey-level
+    data triggers a ``UserWarning`` saying so (shown once per process by Python's
+    default filter). Under jit: x outside [0, 1] cannot raise and gives NaN for the
+    affected examples, and no warning is issued (:func:`checked` raises instead).
 
     Args:
       x: [..., *event] data in [0, 1].
-      logits: [..., *event] decoder logits (pre-sigmoid).
-      event_ndims: number of trailing axes forming one example.
+      logits: [..., *event] decoder logits (pre-sigmoid), or of x's rank with axes equal
+        to x's or 1.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
 
     Returns:
-      [...] log-likelihood per example, in nats.
+      [...] (x's batch shape) log-likelihood per example in nats; float32 (float64 if an
+      input is float64).
     """
-    x = _as_float_array("x", x)
-    logits = _as_float_array("logits", logits)
-    _check_same_shape("x", x, "logits", logits)
-    _check_event_ndims(event_ndims, x)
-    _check_unit_interval("x", x)
+    x, logits, event_ndims = _bernoulli_family_inputs(x, logits, event_ndims)
+    _warn_if_grey_levels(x)
     values = _nan_outside_unit_interval(x, _bernoulli_elementwise(x, logits))
     return _event_sum(values, event_ndims)
 
@@ -360,19 +552,19 @@ def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:
     ``log|l| - log(-expm1(-|l|)) + softplus(-|l|)`` away from 0 and by its Taylor
     series ``log 2 + l^2/12 - 7 l^4/1440 + 31 l^6/90720 - 127 l^8/4838400`` for
     |l| < 0.5 (float32; 0.02 in float64), with the unused branch fed a safe value so
-    gradients stay finite.
+    gradients stay finite. Under jit: as outside; every finite logit is valid.
 
     Args:
       logits: [...] logits of lambda.
 
     Returns:
-      [...] log C(lambda) in nats (>= log 2).
+      [...] log C(lambda) in nats (>= log 2); float32 (float64 for float64 logits).
 
     References:
       Loaiza-Ganem & Cunningham, The continuous Bernoulli: fixing a pervasive error
       in variational autoencoders (NeurIPS 2019), eq. 7.
     """
-    logits = _as_float_array("logits", logits)
+    (logits,) = _promote(_as_float_array("logits", logits))
     abs_l = jnp.abs(logits)
     small = abs_l < _cb_cutoff(logits.dtype)
     # Double-where: the closed form would give 0/0 (NaN gradient) at l = 0.
@@ -387,27 +579,26 @@ def continuous_bernoulli_log_normalizer(logits: ArrayLike) -> jax.Array:
 
 
 def continuous_bernoulli_log_likelihood(
-    x: ArrayLike, logits: ArrayLike, *, event_ndims: int = 1
+    x: ArrayLike, logits: ArrayLike, *, event_ndims: int | None = None
 ) -> jax.Array:
     """log CB(x; lambda = sigmoid(logits)) in nats per example: a normalised density on [0, 1].
 
     ``log CB(x; lambda) = x log lambda + (1 - x) log(1 - lambda) + log C(lambda)``,
     i.e. ``-BCE + log C``: the normaliser is exactly what separates BCE from a
-    likelihood for grey-level data.
+    likelihood for grey-level data. Under jit: x outside [0, 1] cannot raise and gives
+    NaN for the affected examples (:func:`checked` raises instead).
 
     Args:
       x: [..., *event] data in [0, 1].
-      logits: [..., *event] decoder logits.
-      event_ndims: number of trailing axes forming one example.
+      logits: [..., *event] decoder logits, or of x's rank with axes equal to x's or 1.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
 
     Returns:
-      [...] log-density per example, in nats.
+      [...] (x's batch shape) log-density per example in nats; float32 (float64 if an
+      input is float64).
     """
-    x = _as_float_array("x", x)
-    logits = _as_float_array("logits", logits)
-    _check_same_shape("x", x, "logits", logits)
-    _check_event_ndims(event_ndims, x)
-    _check_unit_interval("x", x)
+    x, logits, event_ndims = _bernoulli_family_inputs(x, logits, event_ndims)
     values = _bernoulli_elementwise(x, logits) + continuous_bernoulli_log_normalizer(logits)
     return _event_sum(_nan_outside_unit_interval(x, values), event_ndims)
 
@@ -418,14 +609,15 @@ def continuous_bernoulli_mean(logits: ArrayLike) -> jax.Array:
     In logits: ``E[x] = 1/(1 - e^{-l}) - 1/l``, with the Taylor series
     ``1/2 + l/12 - l^3/720`` near l = 0. Note it is not lambda: plotting sigmoid(logits)
     as the "reconstruction" of a continuous-Bernoulli decoder is a common mistake.
+    Under jit: as outside; every finite logit is valid.
 
     Args:
       logits: [...] logits.
 
     Returns:
-      [...] mean in [0, 1].
+      [...] mean in [0, 1]; float32 (float64 for float64 logits).
     """
-    logits = _as_float_array("logits", logits)
+    (logits,) = _promote(_as_float_array("logits", logits))
     small = jnp.abs(logits) < _cb_cutoff(logits.dtype)
     safe_l = jnp.where(small, 1.0, logits)
     # 1/(1 - e^{-l}) written so that neither branch overflows for |l| up to float max.
@@ -443,66 +635,77 @@ def continuous_bernoulli_mean(logits: ArrayLike) -> jax.Array:
 # --------------------------------------------------------------------------- #
 
 
-def sse(x: ArrayLike, mean: ArrayLike, *, event_ndims: int = 1) -> jax.Array:
+def sse(x: ArrayLike, mean: ArrayLike, *, event_ndims: int | None = None) -> jax.Array:
     """Sum of squared errors per example: sum over the event axes of (x - mean)^2.
 
+    Under jit: non-finite x gives a non-finite SSE instead of an error.
+
     Args:
       x: [..., *event] data.
-      mean: [..., *event] prediction.
-      event_ndims: number of trailing axes forming one example.
+      mean: [..., *event] prediction, or of x's rank with axes equal to x's or 1.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
 
     Returns:
-      [...] SSE per example. ``-log N = SSE / (2 sigma^2) + const``.
+      [...] (x's batch shape) SSE per example; float32 (float64 if an input is float64).
+      ``-log N = SSE / (2 sigma^2) + const``.
     """
-    x = _as_float_array("x", x)
-    mean = _as_float_array("mean", mean)
-    _check_same_shape("x", x, "mean", mean)
-    _check_event_ndims(event_ndims, x)
-    _check_finite("x", x)
-    return _event_sum(jnp.square(x - mean), event_ndims)
+    x, mean, event_ndims = _squared_error_inputs(x, mean, event_ndims)
+    return _sum_squared_error(x, mean, event_ndims)
 
 
-def mse(x: ArrayLike, mean: ArrayLike, *, event_ndims: int = 1) -> jax.Array:
+def mse(x: ArrayLike, mean: ArrayLike, *, event_ndims: int | None = None) -> jax.Array:
     """Mean squared error per example: SSE / D, with D the number of event elements.
 
+    Under jit: non-finite x gives a non-finite MSE instead of an error.
+
     Args:
       x: [..., *event] data.
-      mean: [..., *event] prediction.
-      event_ndims: number of trailing axes forming one example.
+      mean: [..., *event] prediction, or of x's rank with axes equal to x's or 1.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
 
     Returns:
-      [...] MSE per example. ``-log N = D/(2 sigma^2) * MSE + const``.
+      [...] (x's batch shape) MSE per example; float32 (float64 if an input is float64).
+      ``-log N = D/(2 sigma^2) * MSE + const``.
     """
-    x = _as_float_array("x", x)
-    return sse(x, mean, event_ndims=event_ndims) / _event_size(x.shape, event_ndims)
+    x, mean, event_ndims = _squared_error_inputs(x, mean, event_ndims)
+    return _mean_squared_error(x, mean, event_ndims)
 
 
 def bce(
     x: ArrayLike,
     logits: ArrayLike,
     *,
-    event_ndims: int = 1,
+    event_ndims: int | None = None,
     reduction: Literal["sum", "mean"] = "sum",
 ) -> jax.Array:
     """Binary cross-entropy with logits per example, reduced over the event axes.
 
+    Concrete grey-level data triggers the ``UserWarning`` of
+    :func:`bernoulli_log_likelihood`. Under jit: x outside [0, 1] cannot raise and gives
+    NaN for the affected examples (:func:`checked` raises instead).
+
     Args:
       x: [..., *event] targets in [0, 1].
-      logits: [..., *event] decoder logits.
-      event_ndims: number of trailing axes forming one example.
+      logits: [..., *event] decoder logits, or of x's rank with axes equal to x's or 1.
+      event_ndims: number of trailing axes forming one example; default 1 for x of rank
+        1 or 2 (0 for a scalar), required for rank > 2 (3 for [B, H, W, C] images).
       reduction: ``"sum"`` over pixels (equals ``-bernoulli_log_likelihood``) or
         ``"mean"`` over pixels (PyTorch's default ``reduction='mean'``, which is the
         negative log-likelihood divided by D: with a KL term it silently sets beta = D).
 
     Returns:
-      [...] BCE per example.
+      [...] (x's batch shape) BCE per example; float32 (float64 if an input is float64).
     """
+    x = _as_float_array("x", x)
+    event_ndims = _resolve_event_ndims(event_ndims, "x", x)
+    if reduction not in ("sum", "mean"):
+        raise ValueError(f"`reduction` must be 'sum' or 'mean', got {reduction!r}.")
     nll = -bernoulli_log_likelihood(x, logits, event_ndims=event_ndims)
-    if reduction == "sum":
-        return nll
     if reduction == "mean":
-        return nll / _event_size(jnp.shape(x), event_ndims)
-    raise ValueError(f"`reduction` must be 'sum' or 'mean', got {reduction!r}.")
+        return nll / _event_size(x.shape, event_ndims)
+    return nll
 
 
 # --------------------------------------------------------------------------- #
@@ -523,15 +726,17 @@ def beta_from_sigma(
     * ``"sse_half"``:  loss = SSE / 2, beta = sigma^2
     * ``"mse"``:       loss = MSE,     beta = 2 sigma^2 / D  (needs ``num_dims`` = D)
 
+    Under jit: a sigma <= 0 cannot raise and gives a meaningless beta; check it outside.
+
     Args:
       sigma: [...] decoder standard deviation, > 0.
       convention: which reconstruction loss the beta multiplies against.
       num_dims: D, required for the ``"mse"`` convention.
 
     Returns:
-      [...] beta.
+      [...] beta; float32 (float64 for float64 sigma).
     """
-    sigma = _as_float_array("sigma", sigma, parameter=True)
+    (sigma,) = _promote(_as_float_array("sigma", sigma, parameter=True))
     _check_positive_finite("sigma", sigma)
     # beta * KL must carry the same 1/(2 sigma^2) scale as the loss: SSE/(2 sigma^2) =
     # (SSE/2)/sigma^2 = MSE * D/(2 sigma^2), so beta = 2 sigma^2 / divisor.
@@ -543,15 +748,17 @@ def sigma_from_beta(
 ) -> jax.Array:
     """Inverse of :func:`beta_from_sigma`: the sigma a "loss + beta * KL" objective implies.
 
+    Under jit: a beta <= 0 cannot raise and gives NaN (or 0) instead of an error.
+
     Args:
       beta: [...] KL weight, > 0.
       convention: ``"sse"``, ``"sse_half"`` or ``"mse"`` (see :func:`beta_from_sigma`).
       num_dims: D, required for the ``"mse"`` convention.
 
     Returns:
-      [...] sigma.
+      [...] sigma; float32 (float64 for float64 beta).
     """
-    beta = _as_float_array("beta", beta, parameter=True)
+    (beta,) = _promote(_as_float_array("beta", beta, parameter=True))
     _check_positive_finite("beta", beta)
     return jnp.sqrt(beta * _convention_divisor(convention, num_dims) / 2.0)
 
@@ -573,6 +780,8 @@ def nats_to_bits_per_dim(
 ) -> jax.Array:
     """Converts a negative log-likelihood in nats per example to bits per dimension.
 
+    Under jit: as outside (no value checks).
+
     Args:
       nll_nats: [...] -log p(x) in nats per example.
       num_dims: D, the number of dimensions per example.
@@ -581,11 +790,15 @@ def nats_to_bits_per_dim(
         width 2^-num_bits): adds ``num_bits`` bits per dimension (8 for images).
 
     Returns:
-      [...] bits per dimension.
+      [...] bits per dimension; float32 (float64 for float64 input).
     """
     if not isinstance(num_dims, int) or num_dims < 1:
         raise ValueError(f"`num_dims` must be a positive int, got {num_dims!r}.")
-    bpd = jnp.asarray(nll_nats) / (num_dims * _LOG_2)
+    nll = jnp.asarray(nll_nats)
+    if not jnp.issubdtype(nll.dtype, jnp.floating):  # integer nats: the default float dtype
+        nll = nll.astype(jnp.result_type(float))
+    (nll,) = _promote(nll)
+    bpd = nll / (num_dims * _LOG_2)
     if num_bits is not None:
         if num_bits < 1:
             raise ValueError(f"`num_bits` must be >= 1, got {num_bits!r}.")

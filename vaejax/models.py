@@ -1,36 +1,21 @@
-"""Flax linen encoders and decoders: the AEVB MLPs and one decoder head per likelihood.
+"""Flax linen encoders and decoders: the AEVB MLPs, with the decoder head from the registry.
 
-Modules hold only architecture. Sampling (:func:`vaejax.elbo.reparameterize`) and
-the losses (:mod:`vaejax.likelihoods`) are free functions; :func:`decoder_log_likelihood`
-maps a decoder's output dictionary to log p(x|z) for its likelihood.
+Modules hold only architecture. Sampling (:func:`vaejax.elbo.reparameterize`), the
+losses (:mod:`vaejax.likelihoods`) and what each decoder output means
+(:mod:`vaejax.heads`) are outside them: ``heads.get(model.likelihood)`` turns a
+decoder's output dictionary into log p(x|z), E[x|z] or a sample.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from vaejax import likelihoods
+from vaejax import heads
 from vaejax.elbo import reparameterize
-
-LIKELIHOODS = (
-    "bernoulli",
-    "continuous_bernoulli",
-    "gaussian_fixed",
-    "gaussian_shared",
-    "gaussian_per_pixel",
-    "gaussian_optimal",
-)
-
-
-def check_likelihood(name: str) -> str:
-    if name not in LIKELIHOODS:
-        raise ValueError(f"Unknown likelihood {name!r}; expected one of {', '.join(LIKELIHOODS)}.")
-    return name
 
 
 def weight_init(init_scale: float | None) -> Callable[..., jax.Array]:
@@ -41,9 +26,15 @@ def weight_init(init_scale: float | None) -> Callable[..., jax.Array]:
 
 
 def bias_init(init_scale: float | None) -> Callable[..., jax.Array]:
+    """N(0, init_scale^2) biases, or zeros if None."""
     if init_scale is None:
         return nn.initializers.zeros_init()
     return nn.initializers.normal(stddev=init_scale)
+
+
+def _dense_factory(init_scale: float | None) -> Callable[[int, str], nn.Dense]:
+    return lambda features, name: nn.Dense(features, kernel_init=weight_init(init_scale),
+                                           bias_init=bias_init(init_scale), name=name)
 
 
 class GaussianEncoder(nn.Module):
@@ -62,31 +53,26 @@ class GaussianEncoder(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """x [B, D] -> (mean [B, Z], log_var [B, Z])."""
-        dense = lambda n, name: nn.Dense(  # noqa: E731
-            n, kernel_init=weight_init(self.init_scale), bias_init=bias_init(self.init_scale),
-            name=name,
-        )
+        dense = _dense_factory(self.init_scale)
         h = jnp.tanh(dense(self.hidden, "hidden")(x))
         return dense(self.latent, "mean")(h), dense(self.latent, "log_var")(h)
 
 
 class Decoder(nn.Module):
-    """p(x|z) network: one tanh hidden layer, then the head of the chosen likelihood.
+    """p(x|z) network: one tanh hidden layer, then the outputs of the likelihood head.
 
-    Heads (output dictionary keys):
-      * ``bernoulli``, ``continuous_bernoulli``: ``logits`` [B, D].
-      * ``gaussian_fixed``, ``gaussian_optimal``: ``mean`` [B, D] (sigma given / analytic).
-      * ``gaussian_shared``: ``mean`` and one learned scalar ``log_sigma`` [].
-      * ``gaussian_per_pixel``: ``mean`` and ``log_sigma`` [B, D] as a second output
-        (AEVB appendix C.2).
+    The outputs are those of ``heads.get(likelihood)``: ``logits`` [B, D] (Bernoulli,
+    continuous Bernoulli), ``mean`` [B, D] (Gaussians), plus ``log_sigma`` (a learned
+    scalar for ``gaussian_shared``, [B, D] for ``gaussian_per_pixel``, AEVB appendix C.2).
 
     Attributes:
       hidden: hidden units.
       output_dim: D.
-      likelihood: one of :data:`LIKELIHOODS`.
+      likelihood: a head name of :data:`vaejax.heads.NAMES`.
       sigmoid_mean: squash the Gaussian mean into (0, 1) (AEVB does for Frey Face).
       init_scale: weight std (None for LeCun normal).
       init_log_sigma: initial value of the shared log sigma.
+      min_sigma: floor of a learned sigma (0: none).
     """
 
     hidden: int
@@ -95,27 +81,18 @@ class Decoder(nn.Module):
     sigmoid_mean: bool = False
     init_scale: float | None = None
     init_log_sigma: float = 0.0
+    min_sigma: float = 0.0
 
     @nn.compact
     def __call__(self, z: jax.Array) -> dict[str, jax.Array]:
         """z [B, Z] -> dict of decoder outputs, each [B, D] (``log_sigma`` [] when shared)."""
-        check_likelihood(self.likelihood)
-        dense = lambda n, name: nn.Dense(  # noqa: E731
-            n, kernel_init=weight_init(self.init_scale), bias_init=bias_init(self.init_scale),
-            name=name,
-        )
+        head = heads.get(self.likelihood)
+        dense = _dense_factory(self.init_scale)
         h = jnp.tanh(dense(self.hidden, "hidden")(z))
-        out = dense(self.output_dim, "out")(h)
-        if self.likelihood in ("bernoulli", "continuous_bernoulli"):
-            return {"logits": out}
-        mean = nn.sigmoid(out) if self.sigmoid_mean else out
-        outputs = {"mean": mean}
-        if self.likelihood == "gaussian_shared":
-            init = nn.initializers.constant(self.init_log_sigma)
-            outputs["log_sigma"] = self.param("log_sigma", init, ())
-        elif self.likelihood == "gaussian_per_pixel":
-            outputs["log_sigma"] = dense(self.output_dim, "log_sigma")(h)
-        return outputs
+        options = heads.HeadOptions(output_dim=self.output_dim, sigmoid_mean=self.sigmoid_mean,
+                                    init_log_sigma=self.init_log_sigma,
+                                    min_sigma=self.min_sigma)
+        return head.outputs(self, h, dense, options)
 
 
 class VAE(nn.Module):
@@ -129,6 +106,7 @@ class VAE(nn.Module):
       sigmoid_mean: sigmoid on the Gaussian mean.
       init_scale: weight std (None for LeCun normal).
       init_log_sigma: initial shared log sigma (``gaussian_shared``).
+      min_sigma: floor of a learned decoder sigma (0: none).
     """
 
     hidden: int
@@ -138,13 +116,19 @@ class VAE(nn.Module):
     sigmoid_mean: bool = False
     init_scale: float | None = None
     init_log_sigma: float = 0.0
+    min_sigma: float = 0.0
 
     def setup(self):
         self.encoder = GaussianEncoder(self.hidden, self.latent, self.init_scale)
         self.decoder = Decoder(
             self.hidden, self.output_dim, self.likelihood, self.sigmoid_mean, self.init_scale,
-            self.init_log_sigma,
+            self.init_log_sigma, self.min_sigma,
         )
+
+    @property
+    def head(self) -> heads.Head:
+        """The decoder's likelihood head."""
+        return heads.get(self.likelihood)
 
     def __call__(self, x: jax.Array, key: jax.Array) -> tuple[dict[str, jax.Array], dict]:
         """x [B, D], key -> (decoder outputs for one z sample, {mu, logvar, z} each [B, Z])."""
@@ -159,33 +143,3 @@ class VAE(nn.Module):
     def decode(self, z: jax.Array) -> dict[str, jax.Array]:
         """z [B, Z] -> decoder outputs."""
         return self.decoder(z)
-
-
-def decoder_log_likelihood(
-    likelihood: str, x: jax.Array, outputs: dict[str, jax.Array], *, sigma: Any = None
-) -> jax.Array:
-    """log p(x|z) in nats per example for a decoder's ``outputs`` dictionary.
-
-    Args:
-      likelihood: one of :data:`LIKELIHOODS`.
-      x: [B, D] data.
-      outputs: the decoder's output dictionary for the same batch.
-      sigma: the fixed decoder sigma (``gaussian_fixed`` only); scalar or broadcastable.
-
-    Returns:
-      [B] log-likelihood per example.
-    """
-    check_likelihood(likelihood)
-    if likelihood == "bernoulli":
-        return likelihoods.bernoulli_log_likelihood(x, outputs["logits"])
-    if likelihood == "continuous_bernoulli":
-        return likelihoods.continuous_bernoulli_log_likelihood(x, outputs["logits"])
-    if likelihood == "gaussian_fixed":
-        if sigma is None:
-            raise ValueError("`sigma` is required for the 'gaussian_fixed' likelihood.")
-        return likelihoods.gaussian_log_likelihood(x, outputs["mean"], sigma)
-    if likelihood == "gaussian_optimal":
-        return likelihoods.gaussian_log_likelihood_optimal_sigma(x, outputs["mean"], axis="batch")
-    return likelihoods.gaussian_log_likelihood_from_log_sigma(
-        x, outputs["mean"], outputs["log_sigma"]
-    )

@@ -1,17 +1,15 @@
-"""Matplotlib figures: functions take numpy arrays and return a Figure; callers save it."""
+"""Matplotlib figures: functions take numpy arrays and return a Figure; callers save it.
+
+Importing this module changes no global state: matplotlib is imported when a figure is
+made, with the backend the user configured (matplotlib falls back to the non-interactive
+Agg backend on machines without a display).
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
-import matplotlib
-
-logging.getLogger("matplotlib").setLevel(logging.WARNING)  # absl would print font chatter.
-matplotlib.use("Agg")  # Headless machines: never try to open a window.
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import numpy as np
 
 
 def _floor(values: np.ndarray, floor: float) -> np.ndarray:
@@ -42,6 +40,8 @@ def gradient_equivalence_figure(
       relative_error: label -> [S, L].
       title: figure title.
     """
+    import matplotlib.pyplot as plt
+
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     ax = axes[0]
     ax.loglog(sigmas, factor, "-", color="black", lw=1.5,
@@ -91,6 +91,8 @@ def image_rows_figure(images: np.ndarray, image_shape: tuple[int, int], row_labe
       title: figure title.
       max_rows: rows beyond this are dropped (large populations).
     """
+    import matplotlib.pyplot as plt
+
     images = np.clip(np.asarray(images, dtype=np.float64)[:max_rows], 0.0, 1.0)
     rows, cols = images.shape[:2]
     height, width = image_shape

@@ -17,7 +17,8 @@ computed with its recognition model.
 
 The networks enter through closures, like :mod:`vaejax.elbo`:
 ``encode_fn: x [B, D] -> (mean [B, Z], log_var [B, Z])`` and
-``decode_fn: z [B, Z] -> decoder outputs`` (the dictionary of :class:`vaejax.models.Decoder`).
+``decode_fn: z [B, Z] -> decoder outputs`` (the dictionary of :class:`vaejax.models.Decoder`);
+the head (:mod:`vaejax.heads`) gives log p(x|z) and the dream sampler.
 The random draws are arguments (:class:`WakeSleepNoise`), so that a model padded to a
 larger latent size can be fed the same draws as the smaller model it contains; an optional
 ``latent_mask`` [Z] (1 = used, 0 = padding) keeps padded dimensions out of every sum.
@@ -38,14 +39,11 @@ import jax.numpy as jnp
 from flax import struct
 from jax.typing import ArrayLike
 
+from vaejax import heads
 from vaejax.kl import diagonal_gaussian_log_density
-from vaejax.models import check_likelihood, decoder_log_likelihood
 
 EncodeFn = Callable[[jax.Array], tuple[jax.Array, jax.Array]]
 DecodeFn = Callable[[jax.Array], dict[str, jax.Array]]
-
-# Decoders that wake-sleep can dream from: x ~ p(x|z) needs a sampler for the likelihood.
-SAMPLEABLE_LIKELIHOODS = ("bernoulli", "gaussian_fixed", "gaussian_shared", "gaussian_per_pixel")
 
 
 @struct.dataclass
@@ -81,37 +79,6 @@ def draw_noise(key: jax.Array, batch_size: int, latent: int, dtype=jnp.float32) 
                           dream_key=x_key)
 
 
-def sample_decoder(key: jax.Array, likelihood: str, outputs: dict[str, jax.Array], *,
-                   sigma: Any = None) -> jax.Array:
-    """x ~ p(x|z) from a decoder's output dictionary.
-
-    Args:
-      key: PRNG key.
-      likelihood: one of :data:`SAMPLEABLE_LIKELIHOODS`.
-      outputs: the decoder's outputs for a batch (``logits`` or ``mean``, ``log_sigma``).
-      sigma: the fixed sigma of ``gaussian_fixed``.
-
-    Returns:
-      [B, D] samples: 0/1 for ``bernoulli``; real values (not clipped to [0, 1]) for the
-      Gaussians.
-    """
-    check_likelihood(likelihood)
-    if likelihood not in SAMPLEABLE_LIKELIHOODS:
-        raise ValueError(f"wake-sleep cannot sample likelihood={likelihood!r}; expected one "
-                         f"of {', '.join(SAMPLEABLE_LIKELIHOODS)}.")
-    if likelihood == "bernoulli":
-        logits = outputs["logits"]
-        return jax.random.bernoulli(key, jax.nn.sigmoid(logits)).astype(logits.dtype)
-    mean = outputs["mean"]
-    if likelihood == "gaussian_fixed":
-        if sigma is None:
-            raise ValueError("`sigma` is required for the 'gaussian_fixed' likelihood.")
-        scale = jnp.asarray(sigma, mean.dtype)
-    else:
-        scale = jnp.exp(outputs["log_sigma"])
-    return mean + scale * jax.random.normal(key, mean.shape, mean.dtype)
-
-
 def _masked_sum(values: jax.Array, latent_mask: ArrayLike | None) -> jax.Array:
     """Sum over the last (latent) axis, counting only the dimensions the mask keeps."""
     if latent_mask is not None:
@@ -143,7 +110,7 @@ def wake_log_joint(x: ArrayLike, z: ArrayLike, decode_fn: DecodeFn, likelihood: 
     z = jax.lax.stop_gradient(jnp.asarray(z))
     if latent_mask is not None:
         z = z * jnp.asarray(latent_mask, z.dtype)
-    log_lik = decoder_log_likelihood(likelihood, jnp.asarray(x), decode_fn(z), sigma=sigma)
+    log_lik = heads.log_likelihood(likelihood, jnp.asarray(x), decode_fn(z), sigma=sigma)
     return log_lik + _gaussian_log_density(z, 0.0, jnp.zeros_like(z), latent_mask)
 
 
@@ -157,7 +124,7 @@ def dream(noise: WakeSleepNoise, decode_fn: DecodeFn, likelihood: str, *, sigma:
     z = noise.dream
     if latent_mask is not None:
         z = z * jnp.asarray(latent_mask, z.dtype)
-    x = sample_decoder(noise.dream_key, likelihood, decode_fn(z), sigma=sigma)
+    x = heads.get(likelihood).sample(noise.dream_key, decode_fn(z), sigma=sigma)
     return jax.lax.stop_gradient(z), jax.lax.stop_gradient(x)
 
 
@@ -189,7 +156,7 @@ def wake_sleep_terms(noise: WakeSleepNoise, x: ArrayLike, encode_fn: EncodeFn,
       x: [B, D] data batch.
       encode_fn: x -> (mean [B, Z], log_var [B, Z]).
       decode_fn: z -> decoder outputs.
-      likelihood: one of :data:`SAMPLEABLE_LIKELIHOODS`.
+      likelihood: a head with a sampler (:func:`vaejax.heads.sampleable`).
       sigma: fixed sigma (``gaussian_fixed``).
       latent_mask: [Z] 1 for used latent dimensions, 0 for padding.
 

@@ -31,34 +31,21 @@ NUM_TRAIN = 1500  # vaejax.data's fixed digits split
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    smoke = arg == "smoke"
-    config = aevb_config(arg, dataset="digits", likelihood="bernoulli", hidden=100,
-                         num_train=NUM_TRAIN, num_epochs=300, eval_every=30)
-    config.binarize = "dynamic"
-    config.progress = True
-    config.eval_examples = 0  # every train and test digit
+    config, smoke = aevb_config(arg, dataset="digits", likelihood="bernoulli", hidden=100,
+                                num_train=NUM_TRAIN, num_epochs=300, eval_every=30)
+    config.data.binarize = "dynamic"
+    config.run.progress = True
+    config.aevb.eval_examples = 200 if smoke else 0  # 0: every train and test digit
     add_panel(config, "bernoulli", "digits, Bernoulli (MNIST analogue)")
     add_panel(config, "gaussian", "digits, Gaussian (Frey Face analogue)",
               likelihood="gaussian_per_pixel", sigmoid_mean=True, binarize=None,
-              dequantize_levels=17,
-              latent_sizes=(2, 3) if smoke else (2, 5, 10, 20))
+              dequantize_levels=17, latent_sizes=(2, 3) if smoke else (2, 5, 10, 20))
     if smoke:
-        config.eval_examples = 200
         return config
-    # Nz = 200 (more latents than the 64 pixels) is left to the MNIST config: on digits it
-    # costs a quarter of the run.
-    config.latent_sizes = (3, 5, 10, 20)
-    # From N(0, 0.01^2) weights every model first sits near the z-ignoring bound for ~5e4
-    # samples; the step sizes are compared once they have left it.
-    config.select_samples = 100_000
-    config.num_train_samples = 400_000
-    config.first_eval_samples = 1000
-    config.num_eval_points = 14
-    config.fig3_num_train_samples = 400_000
-    config.fig3_first_eval_samples = 4000
-    config.fig3_num_eval_points = 5
-    config.fig3_iwae_examples = 100
-    config.fig3_iwae_chunk = 500
-    config.manifold_grid = 15
-    config.num_sample_images = 100
+    config.aevb.update({
+        "latent_sizes": (3, 5, 10, 20), "select_samples": 100_000,
+        "num_train_samples": 400_000, "first_eval_samples": 1000, "num_eval_points": 14,
+        "fig3_num_train_samples": 400_000, "fig3_first_eval_samples": 4000,
+        "fig3_num_eval_points": 5, "fig3_iwae_examples": 100, "fig3_iwae_chunk": 500,
+        "manifold_grid": 15, "num_sample_images": 100})
     return config

@@ -1,9 +1,9 @@
 """AEVB on Frey Face (Kingma & Welling 2013, section 5, appendix C.2): Gaussian MLP VAE.
 
     ./launch.sh train --config=experiments/configs/aevb_frey.py \\
-        --config.data_path=/path/to/frey_rawface.mat --workdir=workdirs/aevb_frey
+        --config.data.data_path=/path/to/frey_rawface.mat --workdir=workdirs/aevb_frey
     python -m experiments.aevb --config=experiments/configs/aevb_frey.py \\
-        --config.data_path=/path/to/frey_rawface.mat --workdir=results/aevb_frey
+        --config.data.data_path=/path/to/frey_rawface.mat --workdir=results/aevb_frey
 
 Set-up from the paper: 200 tanh hidden units, Gaussian decoder with a learned
 per-pixel variance (a second output head) and a sigmoid on the mean, weights from
@@ -23,10 +23,10 @@ NUM_TRAIN = 1769  # our fixed split of the 1965 faces (90 % train)
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = aevb_config(arg, dataset="frey_face", likelihood="gaussian_per_pixel", hidden=200,
-                         num_train=NUM_TRAIN, num_epochs=5000, eval_every=100)
-    config.sigmoid_mean = True
-    if arg != "smoke":
-        config.latent_sizes = (2, 5, 10, 20)
+    config, smoke = aevb_config(arg, dataset="frey_face", likelihood="gaussian_per_pixel",
+                                hidden=200, num_train=NUM_TRAIN, num_epochs=5000, eval_every=100)
+    config.model.sigmoid_mean = True
+    if not smoke:
+        config.aevb.latent_sizes = (2, 5, 10, 20)
     add_panel(config, "frey", "Frey Face")
     return config

@@ -3,7 +3,7 @@
     ./launch.sh train --config=experiments/configs/aevb_mnist.py --workdir=workdirs/aevb_mnist
     ./launch.sh train --config=experiments/configs/aevb_mnist.py:3 ...   # latent size 3
     python -m experiments.aevb --config=experiments/configs/aevb_mnist.py \\
-        --config.data_dir=/path/to/tensorflow_datasets --workdir=results/aevb_mnist
+        --config.data.data_dir=/path/to/tensorflow_datasets --workdir=results/aevb_mnist
 
 Set-up from the paper: one tanh hidden layer of 500 units in encoder and decoder,
 Bernoulli decoder, weights from N(0, 0.01^2), Adagrad (step size from {0.01, 0.02, 0.1};
@@ -25,7 +25,7 @@ NUM_TRAIN = 50_000  # binarized_mnist's train split, as in the paper
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = aevb_config(arg, dataset="binarized_mnist", likelihood="bernoulli", hidden=500,
-                         num_train=NUM_TRAIN, num_epochs=2000, eval_every=50)
+    config, _ = aevb_config(arg, dataset="binarized_mnist", likelihood="bernoulli",
+                            hidden=500, num_train=NUM_TRAIN, num_epochs=2000, eval_every=50)
     add_panel(config, "mnist", "MNIST")
     return config

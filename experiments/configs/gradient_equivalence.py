@@ -1,7 +1,11 @@
-"""Gradient equivalence of -log N and MSE on real digits batches.
+"""Gradient equivalence of -log N and MSE on real digits batches (experiment 1).
 
     ./launch.sh gradient_equivalence
     ./launch.sh gradient_equivalence --config=experiments/configs/gradient_equivalence.py:smoke
+    ./launch.sh gradient_equivalence --config.gradient_equivalence.num_samples=64
+
+The group ``gradient_equivalence`` sets the measurement; the training keys (model size,
+``model.sigma``, ``train.num_epochs``) set the decoder trained for the second part.
 
 Expected (CPU, bundled digits, D = 64): fitted log-log slope of the gradient ratio
 -2 to within 1e-5, cosine >= 1 - 1e-6 and relative error <= 1e-5 in float32,
@@ -13,44 +17,44 @@ KL gradient is comparable (sigma around 0.1-1 here).
 
 import ml_collections
 
+from vaejax.config import (
+    BOOL,
+    INT,
+    REAL,
+    TUPLE,
+    Field,
+    experiment_config,
+    positive_int,
+    positive_real,
+)
+
+GROUP = {
+    "batch_size": Field(100, (INT,), positive_int, "digits in the measured batch"),
+    "num_sigmas": Field(64, (INT,), positive_int),
+    "sigma_min": Field(1e-3, (REAL,), positive_real),
+    "sigma_max": Field(1e2, (REAL,), positive_real),
+    "num_samples": Field(16, (INT,), positive_int, "L latent samples per sigma: a vmapped axis"),
+    "float64": Field(True, (BOOL,), doc="repeat the measurement in float64"),
+    "estimator_samples": Field((1, 4, 16, 64), (TUPLE,), doc="L of the L-sample estimator"),
+    "num_repeats": Field(4, (INT,), positive_int, "independent draws per estimator L"),
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.dataset = "digits"
-    config.seed = 0
-    config.batch_size = 100
-    config.hidden = 200
-    config.latent = 8
-    config.num_sigmas = 64
-    config.sigma_min = 1e-3
-    config.sigma_max = 1e2
-    config.num_samples = 16  # L latent samples per sigma: a vmapped axis
-    config.float64 = True  # also repeat the measurement in float64
-    # The L-sample estimator (gradient of the mean over L samples), R independent draws each,
-    # for the untrained decoder and one trained for `train_epochs` at sigma = train_sigma.
-    config.estimator_samples = (1, 4, 16, 64)
-    config.num_repeats = 4
-    config.train_epochs = 30
-    config.train_sigma = 0.1
-    if arg == "smoke":
-        config.batch_size = 20
-        config.hidden = 16
-        config.num_sigmas = 8
-        config.num_samples = 2
-        config.estimator_samples = (1, 2)
-        config.num_repeats = 2
-        config.train_epochs = 1
-    elif arg == "accelerator":
-        # MNIST (prepared TFDS data), the AEVB network, 256 sigmas x 64 samples per call.
-        config.dataset = "mnist"
-        config.hidden = 500
-        config.latent = 20
-        config.num_sigmas = 256
-        config.num_samples = 64
-        config.estimator_samples = (1, 4, 16, 64, 256)
-        config.num_repeats = 16
-        config.train_epochs = 50
-    elif arg not in (None, ""):
-        raise ValueError(
-            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
+    config, _ = experiment_config(
+        "gradient_equivalence", GROUP, arg,
+        training={"model": {"likelihood": "gaussian_fixed", "sigma": 0.1, "hidden": 200,
+                            "latent": 8},
+                  "train": {"num_epochs": 30, "batch_size": 100}},
+        variants={
+            "smoke": {"model": {"hidden": 16}, "train": {"num_epochs": 1},
+                      "gradient_equivalence": {"batch_size": 20, "num_sigmas": 8,
+                                               "num_samples": 2, "estimator_samples": (1, 2),
+                                               "num_repeats": 2}},
+            "accelerator": {"data": {"dataset": "mnist"}, "model": {"hidden": 500, "latent": 20},
+                            "train": {"num_epochs": 50},
+                            "gradient_equivalence": {"num_sigmas": 256, "num_samples": 64,
+                                                     "estimator_samples": (1, 4, 16, 64, 256),
+                                                     "num_repeats": 16}},
+        })
     return config

@@ -2,14 +2,15 @@
 
     ./launch.sh mc_samples
     ./launch.sh mc_samples --config=experiments/configs/mc_samples.py:smoke
-    python -m experiments.mc_samples --workdir=results/mc --config.num_repeats=400
+    python -m experiments.mc_samples --workdir=results/mc --config.mc_samples.num_repeats=400
 
 For every batch size M, ``num_repeats`` draws of the ELBO gradient (a fresh random
 minibatch of M digits and fresh latent noise each; every L of the grid from the same
 draw) are taken in one jitted call, and the total variance E||g - E g||^2 over all
-parameters is measured, at the epochs listed in ``measure_at_epochs`` (0 = untrained).
-The time per training step against L is a measurement in this process (median over
-epochs interleaved across L), not a test.
+parameters is measured, at the epochs listed in ``measure_at_epochs`` (0 = untrained;
+the warm-up training uses the training keys, L = ``train.num_samples``). The time per
+training step against L is a measurement in this process (median over epochs
+interleaved across L), not a test.
 
 Expected (CPU, bundled digits, gaussian_fixed sigma = 0.1, hidden 200, 8 latents,
 64 draws, seed 0; about 50 s on 2 CPU cores): after 20 epochs, at M = 100 the variance
@@ -22,42 +23,32 @@ variance in both. A training step with L = 16 took 4.4x one with L = 1 (machine-
 
 import ml_collections
 
-from experiments.configs import default
+from vaejax.config import INT, TUPLE, Field, experiment_config, positive_int
+
+GROUP = {
+    "num_samples_grid": Field((1, 2, 4, 8, 16, 32), (TUPLE,), doc="the L values"),
+    "batch_sizes": Field((10, 25, 50, 100), (TUPLE,), doc="the M values"),
+    "num_repeats": Field(64, (INT,), lambda v: None if v >= 2 else "must be an int >= 2"),
+    "repeat_chunk": Field(16, (INT,), positive_int,
+                          "draws per vmapped chunk (lax.map): bounds the memory"),
+    "measure_at_epochs": Field((0, 20), (TUPLE,), doc="training epochs before measuring"),
+    "timing_epochs": Field(7, (INT,), positive_int),
+}
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = default.get_config("smoke" if arg == "smoke" else None)
-    config.likelihood = "gaussian_fixed"
-    config.sigma = 0.1
-    config.num_samples = 1  # L of the warm-up training
-    config.progress = False
-    # The grid: every (M, L) pair is one jitted call over `num_repeats` vmapped draws.
-    config.num_samples_grid = (1, 2, 4, 8, 16, 32)
-    config.batch_sizes = (10, 25, 50, 100)
-    config.num_repeats = 64
-    config.repeat_chunk = 16  # draws per vmapped chunk (lax.map): bounds the memory
-    config.measure_at_epochs = (0, 20)  # training epochs (L = 1, batch 100) before measuring
-    # Timing of a training step (batch config.batch_size) with L samples: epoch time / steps,
-    # median over `timing_epochs` epochs interleaved across L.
-    config.timing_epochs = 7
-    if arg == "smoke":
-        config.num_samples_grid = (1, 4)
-        config.batch_sizes = (10, 50)
-        config.num_repeats = 64
-        config.repeat_chunk = 32
-        config.measure_at_epochs = (0, 1)
-        config.timing_epochs = 2
-    elif arg == "accelerator":
-        # MNIST (prepared TFDS data), AEVB-sized network, a wider grid and more draws.
-        config.dataset = "mnist"
-        config.hidden = 500
-        config.latent = 20
-        config.num_samples_grid = (1, 2, 4, 8, 16, 32, 64, 128)
-        config.batch_sizes = (10, 25, 50, 100, 200, 400)
-        config.num_repeats = 256
-        config.repeat_chunk = 64
-        config.measure_at_epochs = (0, 10)
-    elif arg not in (None, ""):
-        raise ValueError(
-            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
+    config, _ = experiment_config(
+        "mc_samples", GROUP, arg,
+        training={"model": {"likelihood": "gaussian_fixed", "sigma": 0.1},
+                  "train": {"num_samples": 1}},
+        variants={
+            "smoke": {"mc_samples": {"num_samples_grid": (1, 4), "batch_sizes": (10, 50),
+                                     "repeat_chunk": 32, "measure_at_epochs": (0, 1),
+                                     "timing_epochs": 2}},
+            "accelerator": {"data": {"dataset": "mnist"}, "model": {"hidden": 500, "latent": 20},
+                            "mc_samples": {"num_samples_grid": (1, 2, 4, 8, 16, 32, 64, 128),
+                                           "batch_sizes": (10, 25, 50, 100, 200, 400),
+                                           "num_repeats": 256, "repeat_chunk": 64,
+                                           "measure_at_epochs": (0, 10)}},
+        })
     return config

@@ -2,12 +2,12 @@
 
     ./launch.sh sigma_is_beta
     ./launch.sh sigma_is_beta --config=experiments/configs/sigma_is_beta.py:smoke
-    python -m experiments.sigma_is_beta --workdir=results/sib --config.sigmas='(0.1,)'
+    python -m experiments.sigma_is_beta --workdir=results/sib --config.sigma_is_beta.sigmas='(0.1,)'
 
-Three copies of one VAE (same initial weights, same batches, same latent noise) are
-trained side by side on the bundled digits (D = 64) with (a) the true -ELBO of a
-Gaussian decoder with fixed sigma, (b) SSE + beta KL with beta = 2 sigma^2 and (c)
-MSE + (2 sigma^2 / D) KL. Each of (b), (c) is beta_k times (a) minus a constant.
+Three copies of one VAE (same initial weights, same batches, same latent noise: one
+``seed``) are trained side by side on the bundled digits (D = 64) with (a) the true
+-ELBO of a Gaussian decoder with fixed sigma, (b) SSE + beta KL with beta = 2 sigma^2 and
+(c) MSE + (2 sigma^2 / D) KL. Each of (b), (c) is beta_k times (a) minus a constant.
 
 Expected (CPU, default config: 3 sigmas x 600 steps, hidden 100, about 40 s on 2 cores):
 the largest difference between any parameter of (a) and of (b) or (c), over all sigmas,
@@ -26,38 +26,40 @@ of float operations), and the float64 ones to ~3e-13: rounding carried along by 
 
 import ml_collections
 
+from vaejax.config import (
+    BOOL,
+    INT,
+    REAL,
+    TUPLE,
+    Field,
+    experiment_config,
+    positive_int,
+    positive_real,
+)
+
+GROUP = {
+    "num_steps": Field(600, (INT,), positive_int, "40 epochs of the 1500 training digits"),
+    "sigmas": Field((0.03, 0.1, 0.3), (TUPLE,), doc="the fixed decoder sigmas: a vmapped axis"),
+    "sgd_learning_rate": Field(0.01, (REAL,), positive_real),
+    "adam_learning_rate": Field(1e-3, (REAL,), positive_real,
+                                "one shared rate: Adam is scale invariant up to eps"),
+    "adam_eps": Field(1e-8, (REAL,), positive_real, "optax's default"),
+    "adam_small_eps": Field(1e-14, (REAL,), positive_real,
+                            "a second Adam case: how much of its gap is eps"),
+    "float64": Field(True, (BOOL,), doc="repeat rescaled SGD in float64: the gap is rounding"),
+}
+
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.dataset = "digits"
-    config.seed = 0  # initial weights, data order and latent noise: shared by (a), (b), (c)
-    config.hidden = 100
-    config.latent = 8
-    config.batch_size = 100
-    config.num_steps = 600  # 40 epochs of the 1500 digits training images
-    config.sigmas = (0.03, 0.1, 0.3)  # the fixed decoder sigmas: a vmapped axis
-    # SGD rate of objective (b) "SSE + beta KL", whose gradient scale does not depend on
-    # sigma. Rescaled SGD gives objective k the rate lr_a / beta_k with lr_a = 2 sigma^2
-    # times this ((a): 2 sigma^2 * lr, (b): lr, (c): D * lr); unrescaled SGD gives all
-    # three the rate lr_a of the true -ELBO.
-    config.sgd_learning_rate = 0.01
-    config.adam_learning_rate = 1e-3  # one shared rate: Adam is scale invariant up to eps
-    config.adam_eps = 1e-8  # optax's default
-    config.adam_small_eps = 1e-14  # a second Adam case: how much of its gap is eps
-    config.float64 = True  # repeat rescaled SGD in float64: the gap is rounding, amplified
-    if arg == "smoke":
-        config.hidden = 16
-        config.latent = 2
-        config.num_steps = 40
-        config.sigmas = (0.1,)
-    elif arg == "accelerator":
-        # MNIST (prepared TFDS data), AEVB-sized network, more sigmas and steps.
-        config.dataset = "mnist"
-        config.hidden = 500
-        config.latent = 20
-        config.num_steps = 6000
-        config.sigmas = (0.01, 0.03, 0.1, 0.3, 1.0)
-    elif arg not in (None, ""):
-        raise ValueError(
-            f"Unknown config variant {arg!r}; expected 'smoke', 'accelerator' or nothing.")
+    config, _ = experiment_config(
+        "sigma_is_beta", GROUP, arg,
+        training={"model": {"likelihood": "gaussian_fixed", "hidden": 100, "latent": 8},
+                  "train": {"batch_size": 100}},
+        variants={
+            "smoke": {"model": {"hidden": 16, "latent": 2}, "train": {"batch_size": 100},
+                      "sigma_is_beta": {"num_steps": 40, "sigmas": (0.1,)}},
+            "accelerator": {"data": {"dataset": "mnist"}, "model": {"hidden": 500, "latent": 20},
+                            "sigma_is_beta": {"num_steps": 6000,
+                                              "sigmas": (0.01, 0.03, 0.1, 0.3, 1.0)}},
+        })
     return config
