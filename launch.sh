@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # vaejax launcher: sets up .venv (idempotent), then runs a job.
 #
-#   ./launch.sh                       main job: the headline report on the bundled digits
+#   ./launch.sh [--new] [--only N..]  main job: the headline report on the bundled digits
 #   ./launch.sh test [pytest args]    the whole test suite (2 workers; VAEJAX_TEST_WORKERS)
 #   ./launch.sh setup                 only create/refresh .venv
 #   ./launch.sh bench [args]          benchmarks (installs the [bench] extra)
@@ -14,7 +14,11 @@ cd "$(dirname "$0")"
 PYTHON="${PYTHON:-python3}"
 VENV=".venv"
 cmd="${1:-main}"
-[[ $# -gt 0 ]] && shift
+if [[ "$cmd" == -* ]]; then
+  cmd=main  # ./launch.sh --new, --only NAME ...: options of the main job
+else
+  [[ $# -gt 0 ]] && shift
+fi
 
 # One set of extras for every command but bench, so that switching commands never reinstalls.
 case "$cmd" in

@@ -29,6 +29,7 @@ import scipy.special
 import scipy.stats
 
 from experiments import common
+from experiments.common import style_axes
 from experiments.configs.bernoulli_bce import GROUP
 from vaejax import plotting
 from vaejax import trainer as trainer_lib
@@ -44,22 +45,22 @@ from vaejax.likelihoods import (
 from vaejax.models import VAE
 
 _FLOAT32_EPS = float(np.finfo(np.float32).eps)
-CSV_COLUMNS = ("figure", "panel", "series", "x", "y")
+# (summary key, name of the expected pixels) of the four readings of the two decoders.
+_VIEWS = (("bce_sigmoid", "BCE model: sigmoid(logits)"),
+          ("bce_as_cb_mean", "BCE model read as CB: CB mean"),
+          ("cb_mean", "CB model: CB mean"),
+          ("cb_sigmoid", "CB model: sigmoid(logits) (mistake)"))
 
-
-# --------------------------------------------------------------------------- #
-# Training: the engine, one trainer per likelihood (same seed: same initial weights).
-# --------------------------------------------------------------------------- #
+# ----------------------------------------------------------------------------- training
 
 
 class _Model:
-    """A trainer for one likelihood head; its jitted functions compile once."""
+    """A trainer for one likelihood head (same seed: same initial weights); compiles once."""
 
     def __init__(self, config: ml_collections.ConfigDict, likelihood: str, dataset, **train):
         self.config = config.copy_and_resolve_references()
         self.config.model.likelihood = likelihood
-        for key, value in train.items():
-            self.config.train[key] = value
+        self.config.train.update(train)
         self.trainer, self.members = trainer_lib.build(self.config, dataset)
 
     def train(self, dataset, workdir, name: str):
@@ -71,15 +72,9 @@ class _Model:
         names = ("elbo", "recon", "kl") + (("iwae",) if self.config.eval.iwae_samples else ())
         return {name: float(np.asarray(getattr(metrics, name))[0]) for name in names}
 
-    def reconstruct(self, state, x):
-        return self.trainer.jit.reconstruct(state, x, self.members)
-
-    def decode_means(self, state, z):
-        return self.trainer.jit.decode_means(state, z, self.members)
-
-
-def _member(state, index: int = 0):
-    return jax.tree.map(lambda leaf: leaf[index], state.params)
+    def expected_pixels(self, method: str, state, inputs):
+        """The library's own expected pixels: Trainer.reconstruct(x) or .decode_means(z)."""
+        return np.asarray(getattr(self.trainer.jit, method)(state, inputs, self.members))[0]
 
 
 # Library calls are jitted as whole functions: called eagerly, every jnp op would compile
@@ -96,10 +91,6 @@ def _decoder_readings(model: VAE, params, z: jax.Array) -> dict[str, jax.Array]:
             "log_c": continuous_bernoulli_log_normalizer(logits)}
 
 
-def _posterior_mean(model: VAE, params, x: jax.Array) -> jax.Array:
-    return model.apply(params, x, method=VAE.encode)[0]
-
-
 def _sampled_log_likelihoods(model: VAE, params, x: jax.Array, key: jax.Array):
     """One z ~ q(z|x) per example: (decoder logits [N, D], log Bernoulli [N], BCE [N])."""
     mean, log_var = model.apply(params, x, method=VAE.encode)
@@ -107,9 +98,7 @@ def _sampled_log_likelihoods(model: VAE, params, x: jax.Array, key: jax.Array):
     return logits, bernoulli_log_likelihood(x, logits), bce(x, logits)
 
 
-# --------------------------------------------------------------------------- #
-# (a) log Bernoulli = -BCE on binary data, against independent references.
-# --------------------------------------------------------------------------- #
+# ------------------------------------- (a) log Bernoulli = -BCE on binary data, against references
 
 
 def _bce_reference_float64(x: np.ndarray, logits: np.ndarray) -> np.ndarray:
@@ -130,11 +119,11 @@ def _binary_identity(config, workdir) -> dict:
     compiled = _Model(binary_config, "bernoulli", data,
                       num_epochs=config.bernoulli_bce.binary_num_epochs)
     state = compiled.train(data, workdir, "binary")
-    x = jnp.asarray(data.test)
     # One posterior sample per test digit: the decoder outputs the ELBO actually sees.
-    logits, log_p, bce_library = jax.tree.map(np.asarray, jax.jit(functools.partial(
+    logits, log_p, bce_library = common.host(jax.jit(functools.partial(
         _sampled_log_likelihoods, compiled.trainer.model))(
-            _member(state), x, jax.random.key(config.seed + 3)))
+            common.first_member(state.params), jnp.asarray(data.test),
+            jax.random.key(config.seed + 3)))
     log_p, bce_library = log_p.astype(np.float64), bce_library.astype(np.float64)  # float32
     bce_reference = _bce_reference_float64(data.test, logits)
     # A second, independent reference: scipy's Bernoulli pmf at p = sigmoid(logits).
@@ -142,10 +131,9 @@ def _binary_identity(config, workdir) -> dict:
         data.test.astype(np.int64), scipy.special.expit(logits.astype(np.float64))), -1)
     error = np.abs(log_p + bce_reference)
     return {
-        "bce_reference": bce_reference, "log_p": log_p, "log_pmf": log_pmf,
-        "abs_error": error,
+        "bce_reference": bce_reference, "log_p": log_p, "log_pmf": log_pmf, "abs_error": error,
         "summary": {
-            "binary_num_test": int(x.shape[0]),
+            "binary_num_test": int(data.test.shape[0]),
             "binary_max_abs_bernoulli_ll_plus_bce": float(error.max()),
             "binary_max_rel_bernoulli_ll_plus_bce": float(np.max(error / bce_reference)),
             "binary_max_abs_scipy_logpmf_plus_bce_float64": float(
@@ -159,9 +147,7 @@ def _binary_identity(config, workdir) -> dict:
     }
 
 
-# --------------------------------------------------------------------------- #
-# (b) log C(lambda), and the integral of exp(-BCE) over [0, 1].
-# --------------------------------------------------------------------------- #
+# ------------------------------------------- (b) log C(lambda), and the integral of exp(-BCE)
 
 
 def _log_c_reference_float64(logits: np.ndarray) -> np.ndarray:
@@ -198,7 +184,6 @@ def _normalizer(config) -> dict:
     logit_axis = np.linspace(-config.logit_max, config.logit_max, config.num_lambdas)
     nodes, weights = np.polynomial.legendre.leggauss(config.num_quadrature_nodes)
     nodes, weights = (nodes + 1) / 2, weights / 2  # [-1, 1] -> [0, 1]
-
     integral_fn = jax.jit(_gauss_legendre_integral)
 
     def integrate(dtype):
@@ -219,39 +204,33 @@ def _normalizer(config) -> dict:
              for logit in checked_logits],
             np.exp(-np.asarray(_log_normalizer(checked_logits)))], axis=1)
         # exp(-BCE) and the CB density on a grid of x for the checked lambdas.
-        unnormalised, density = (np.asarray(a) for a in jax.jit(_densities)(
+        unnormalised, density = common.host(jax.jit(_densities)(
             jnp.asarray(x_grid), checked_logits))
     reference = _log_c_reference_float64(logits)
+    axis_reference = _log_c_reference_float64(logit_axis)
     half = int(np.argmin(np.abs(lambdas - 0.5)))
     return {
-        "lambdas": lambdas, "logits": logits, "log_c32": log_c32, "log_c64": log_c64,
-        "log_c_reference": reference, "integral32": integral32, "integral64": integral64,
-        "logit_axis": logit_axis, "log_c_axis32": log_c_axis32,
-        "log_c_axis_reference": _log_c_reference_float64(logit_axis),
+        "lambdas": lambdas, "log_c32": log_c32, "log_c64": log_c64, "log_c_reference": reference,
+        "integral32": integral32, "integral64": integral64, "logit_axis": logit_axis,
+        "log_c_axis32": log_c_axis32, "log_c_axis_reference": axis_reference,
         "checked_lambdas": checked, "quad": quad_pairs, "x_grid": x_grid,
         "unnormalised": unnormalised, "density": density,
         "summary": {
             "integral_max_abs_error_float64": float(np.abs(integral64 - np.exp(-log_c64)).max()),
             "integral_max_abs_error_float32": float(np.abs(integral32 - np.exp(-log_c32)).max()),
             "integral_quad_max_abs_error": float(np.abs(quad_pairs[:, 0] - quad_pairs[:, 1]).max()),
-            "integral_max": float(integral64.max()),
-            "integral_min": float(integral64.min()),
-            "integral_at_half": float(integral64[half]),
-            "lambda_at_half": float(lambdas[half]),
-            "log_c_max_abs_error_float32": float(max(
-                np.abs(log_c32 - reference).max(),
-                np.abs(log_c_axis32 - _log_c_reference_float64(logit_axis)).max())),
-            "log_c_min_lambda": float(log_c64[0]),
-            "lambda_min": float(lambdas[0]),
+            "integral_max": float(integral64.max()), "integral_min": float(integral64.min()),
+            "integral_at_half": float(integral64[half]), "lambda_at_half": float(lambdas[half]),
+            "log_c_max_abs_error_float32": float(max(np.abs(log_c32 - reference).max(),
+                                                     np.abs(log_c_axis32 - axis_reference).max())),
+            "log_c_min_lambda": float(log_c64[0]), "lambda_min": float(lambdas[0]),
             "integration_lambdas": [float(v) for v in checked],
             "integration_values_quad": [float(v) for v in quad_pairs[:, 0]],
         },
     }
 
 
-# --------------------------------------------------------------------------- #
-# (c) BCE-trained and continuous-Bernoulli VAEs on grey digits.
-# --------------------------------------------------------------------------- #
+# ------------------------------------------ (c) BCE-trained and continuous-Bernoulli VAEs
 
 
 @jax.jit
@@ -289,9 +268,8 @@ def _binned(x: np.ndarray, values: np.ndarray, num_bins: int):
     index = np.minimum((x * num_bins).astype(np.int64), num_bins - 1).ravel()
     counts = np.bincount(index, minlength=num_bins)
     keep = counts > 0
-    mean_x = np.bincount(index, x.ravel(), num_bins)[keep] / counts[keep]
-    mean_v = np.bincount(index, values.ravel(), num_bins)[keep] / counts[keep]
-    return mean_x, mean_v
+    # (mean x, mean value) of each non-empty bin of x
+    return tuple(np.bincount(index, v.ravel(), num_bins)[keep] / counts[keep] for v in (x, values))
 
 
 def _grey_comparison(config, data, workdir) -> dict:
@@ -306,48 +284,35 @@ def _grey_comparison(config, data, workdir) -> dict:
 
     # Both models share one architecture (a logits head), so one jitted decode serves both.
     model = cb.trainer.model
-    encode = jax.jit(functools.partial(_posterior_mean, model))
+    encode = jax.jit(lambda params, x: model.apply(params, x, method=VAE.encode)[0])
     readings_fn = jax.jit(functools.partial(_decoder_readings, model))
-    x_test, num = jnp.asarray(data.test), config.bernoulli_bce.num_images
-    n_test = data.test.shape[0]
+    x_test, num, n_test = jnp.asarray(data.test), config.bernoulli_bce.num_images, len(data.test)
     # As many prior samples as test digits (for the brightness statistic); num are shown.
     z_prior = jax.random.normal(jax.random.key(config.seed + 1), (n_test, config.model.latent))
-    readings = {}
-    for name, state in (("bce", bce_state), ("cb", cb_state)):
-        params = _member(state)
-        # Test reconstructions at z = E[z|x] [N] and prior samples [num], in one call.
-        z = jnp.concatenate([encode(params, x_test), z_prior])
-        readings[name] = jax.tree.map(np.asarray, readings_fn(params, z))
-    views = {  # expected pixels under each reading of each decoder
-        "BCE model: sigmoid(logits)": readings["bce"]["sigmoid"],
-        "BCE model read as CB: CB mean": readings["bce"]["cb_mean"],
-        "CB model: CB mean": readings["cb"]["cb_mean"],
-        "CB model: sigmoid(logits) (mistake)": readings["cb"]["sigmoid"],
-    }
-    recon_views = {name: values[:n_test] for name, values in views.items()}
+    # Test reconstructions at z = E[z|x] [N] and prior samples [N], in one call per model.
+    readings = {name: common.host(readings_fn(p, jnp.concatenate([encode(p, x_test), z_prior])))
+                for name, p in (("bce", common.first_member(bce_state.params)),
+                                ("cb", common.first_member(cb_state.params)))}
+    # Expected pixels under each reading of each decoder, in the order of _VIEWS.
+    views = [readings["bce"]["sigmoid"], readings["bce"]["cb_mean"],
+             readings["cb"]["cb_mean"], readings["cb"]["sigmoid"]]
+    recon_views = {name: v[:n_test] for (_, name), v in zip(_VIEWS, views, strict=True)}
+    sample_views = {name: v[n_test:] for (_, name), v in zip(_VIEWS, views, strict=True)}
     # The library's own expected pixels (Trainer.reconstruct, decode_means) must agree.
-    library = {
-        "recon_bce": np.asarray(bernoulli.reconstruct(bce_state, x_test))[0],
-        "recon_cb": np.asarray(cb.reconstruct(cb_state, x_test))[0],
-        "sample_bce": np.asarray(bernoulli.decode_means(bce_state, z_prior))[0],
-        "sample_cb": np.asarray(cb.decode_means(cb_state, z_prior))[0],
-    }
-    agreement = max(
-        np.abs(library["recon_bce"] - recon_views["BCE model: sigmoid(logits)"]).max(),
-        np.abs(library["recon_cb"] - recon_views["CB model: CB mean"]).max(),
-        np.abs(library["sample_bce"] - views["BCE model: sigmoid(logits)"][n_test:]).max(),
-        np.abs(library["sample_cb"] - views["CB model: CB mean"][n_test:]).max())
-    recon_rows = {"data (grey test digits)": data.test[:num]}
-    recon_rows.update({name: values[:num] for name, values in recon_views.items()})
-    sample_views = {name: values[n_test:] for name, values in views.items()}
+    agreement = max(np.abs(library - mine).max() for library, mine in (
+        (bernoulli.expected_pixels("reconstruct", bce_state, x_test), views[0][:n_test]),
+        (cb.expected_pixels("reconstruct", cb_state, x_test), views[2][:n_test]),
+        (bernoulli.expected_pixels("decode_means", bce_state, z_prior), views[0][n_test:]),
+        (cb.expected_pixels("decode_means", cb_state, z_prior), views[2][n_test:])))
+    recon_rows = {"data (grey test digits)": data.test[:num],
+                  **{name: values[:num] for name, values in recon_views.items()}}
     sample_rows = {name: values[:num] for name, values in sample_views.items()}
     binned = {name: _binned(data.test, values, config.bernoulli_bce.num_bias_bins)
               for name, values in recon_views.items()}
-    log_c_bce = readings["bce"]["log_c"][:n_test].astype(np.float64)
-    log_c_cb = readings["cb"]["log_c"][:n_test].astype(np.float64)
+    log_c_bce, log_c_cb = (readings[m]["log_c"][:n_test].astype(np.float64) for m in ("bce", "cb"))
     ink, background = data.test >= 0.75, data.test <= 0.0
     summary = {
-        "num_dims": data.num_dims, "num_test": int(data.test.shape[0]),
+        "num_dims": data.num_dims, "num_test": n_test,
         "num_epochs": config.train.num_epochs, "train_seconds_both_models": train_seconds,
         "eval_iwae_samples": config.eval.iwae_samples,
         "library_expected_pixels_max_abs_diff": float(agreement),
@@ -360,10 +325,8 @@ def _grey_comparison(config, data, workdir) -> dict:
     }
     for prefix, metrics in (("bce_model_bernoulli", bce_as_bernoulli),
                             ("bce_model_normalized", bce_as_cb), ("cb_model", cb_metrics)):
-        for name, value in metrics.items():
-            summary[f"{prefix}_{name}"] = value
-    for key, name in zip(("bce_sigmoid", "bce_as_cb_mean", "cb_mean", "cb_sigmoid"),
-                         recon_views, strict=True):
+        summary.update({f"{prefix}_{name}": value for name, value in metrics.items()})
+    for key, name in _VIEWS:
         values = recon_views[name]
         summary[f"mae_{key}"] = float(np.abs(values - data.test).mean())
         summary[f"mean_on_background_{key}"] = float(values[background].mean())
@@ -377,9 +340,7 @@ def _grey_comparison(config, data, workdir) -> dict:
             "binned": binned, "image_shape": data.image_shape}
 
 
-# --------------------------------------------------------------------------- #
-# Figures.
-# --------------------------------------------------------------------------- #
+# ------------------------------------------------------------------------------ figures
 
 
 def _identity_figure(identity: dict, title: str):
@@ -387,16 +348,12 @@ def _identity_figure(identity: dict, title: str):
 
     bce_ref, log_p, log_pmf = identity["bce_reference"], identity["log_p"], identity["log_pmf"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax = axes[0]
     line = np.array([bce_ref.min(), bce_ref.max()])
-    ax.plot(line, line, "-", color="black", lw=1, label="y = x")
-    ax.plot(bce_ref, -log_p, "o", ms=3, mfc="none", color="C0",
-            label="-log Bernoulli (vaejax, float32)")
-    ax.set_xlabel("BCE with logits (independent float64 formula), nats")
-    ax.set_ylabel("-log p(x|z), nats")
-    ax.set_title("binarised test digits: -log p against BCE")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
+    axes[0].plot(line, line, "-", color="black", lw=1, label="y = x")
+    axes[0].plot(bce_ref, -log_p, "o", ms=3, mfc="none", color="C0",
+                 label="-log Bernoulli (vaejax, float32)")
+    style_axes(axes[0], "BCE with logits (independent float64 formula), nats",
+               "-log p(x|z), nats", "binarised test digits: -log p against BCE")
     ax = axes[1]
     order = np.argsort(bce_ref)
     ax.semilogy(bce_ref, np.maximum(identity["abs_error"], 1e-18), "o", ms=3, mfc="none",
@@ -405,11 +362,9 @@ def _identity_figure(identity: dict, title: str):
                 label="|scipy log-pmf + BCE| (both float64; exact 0 drawn at 1e-18)")
     ax.semilogy(bce_ref[order], _FLOAT32_EPS * bce_ref[order], "--", color="gray", lw=1,
                 label="float32 eps x BCE")
-    ax.set_xlabel("BCE (nats)")
-    ax.set_ylabel("absolute difference (nats)")
-    ax.set_title(f"max {identity['abs_error'].max():.2g} nats: float rounding")
-    ax.legend(fontsize=7)
-    ax.grid(True, which="both", alpha=0.3)
+    style_axes(ax, "BCE (nats)", "absolute difference (nats)",
+               f"max {identity['abs_error'].max():.2g} nats: float rounding", legend=7,
+               grid="both")
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -419,39 +374,27 @@ def _normalizer_figure(norm: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 4, figsize=(20, 4.4))
-    ax = axes[0]
-    ax.plot(norm["lambdas"], norm["log_c_reference"], "-", color="black", lw=1,
-            label="closed form (float64)")
-    ax.plot(norm["lambdas"][::4], norm["log_c32"][::4], "o", ms=3, mfc="none", color="C0",
-            label="vaejax (float32)")
-    ax.axhline(math.log(2), color="gray", ls="--", lw=0.8)
-    ax.text(0.02, math.log(2) + 0.05, "log 2", fontsize=7, color="gray")
-    ax.set_xlabel(r"$\lambda$")
-    ax.set_ylabel(r"$\log C(\lambda)$")
-    ax.set_title(r"CB normaliser against $\lambda$")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
-    ax = axes[1]
-    ax.plot(norm["logit_axis"], norm["log_c_axis_reference"], "-", color="black", lw=1,
-            label=r"$\log(l / \tanh(l/2))$ (float64)")
-    ax.plot(norm["logit_axis"][::4], norm["log_c_axis32"][::4], "o", ms=3, mfc="none",
-            color="C0", label="vaejax (float32)")
-    ax.set_xlabel("logit l")
-    ax.set_ylabel(r"$\log C$")
-    ax.set_title(r"against the logit: $\approx \log|l|$ for large $|l|$")
-    ax.legend(fontsize=8)
-    ax.grid(True, alpha=0.3)
+    # Panels 1-2: log C, float32 library (every 4th point) on the float64 closed form.
+    for ax, x, reference, library, label, xlabel, ylabel, title in (
+            (axes[0], norm["lambdas"], norm["log_c_reference"], norm["log_c32"],
+             "closed form (float64)", r"$\lambda$", r"$\log C(\lambda)$",
+             r"CB normaliser against $\lambda$"),
+            (axes[1], norm["logit_axis"], norm["log_c_axis_reference"], norm["log_c_axis32"],
+             r"$\log(l / \tanh(l/2))$ (float64)", "logit l", r"$\log C$",
+             r"against the logit: $\approx \log|l|$ for large $|l|$")):
+        ax.plot(x, reference, "-", color="black", lw=1, label=label)
+        ax.plot(x[::4], library[::4], "o", ms=3, mfc="none", color="C0", label="vaejax (float32)")
+        style_axes(ax, xlabel, ylabel, title)
+    axes[0].axhline(math.log(2), color="gray", ls="--", lw=0.8)
+    axes[0].text(0.02, math.log(2) + 0.05, "log 2", fontsize=7, color="gray")
     ax = axes[2]
     for i, lam in enumerate(norm["checked_lambdas"]):
         ax.plot(norm["x_grid"], norm["unnormalised"][i], "--", color=f"C{i}", lw=1)
         ax.plot(norm["x_grid"], norm["density"][i], "-", color=f"C{i}", lw=1.2,
                 label=rf"$\lambda$={lam:g}: area {norm['quad'][i, 0]:.3f}")
-    ax.set_xlabel("x (grey level)")
-    ax.set_ylabel("density")
-    ax.set_title(r"dashed $e^{-\mathrm{BCE}(x;\lambda)}$, "
-                 r"solid CB = $C(\lambda)\,e^{-\mathrm{BCE}}$")
+    style_axes(ax, "x (grey level)", "density", r"dashed $e^{-\mathrm{BCE}(x;\lambda)}$, "
+               r"solid CB = $C(\lambda)\,e^{-\mathrm{BCE}}$", legend=None)
     ax.legend(fontsize=7, title="area under dashed", title_fontsize=7)
-    ax.grid(True, alpha=0.3)
     ax = axes[3]
     ax.plot(norm["lambdas"], np.exp(-norm["log_c64"]), "-", color="black", lw=1.5,
             label=r"$1/C(\lambda)$")
@@ -462,11 +405,9 @@ def _normalizer_figure(norm: dict):
     ax.axhline(1.0, color="gray", ls="--", lw=0.8)
     ax.text(0.02, 0.95, "a density would integrate to 1", fontsize=7, color="gray")
     ax.set_ylim(0, 1.05)
-    ax.set_xlabel(r"$\lambda$")
-    ax.set_ylabel("integral over x in [0, 1]")
-    ax.set_title(f"BCE's 'density' integrates to at most {norm['summary']['integral_max']:.3f}")
-    ax.legend(fontsize=7, loc="lower center")
-    ax.grid(True, alpha=0.3)
+    style_axes(ax, r"$\lambda$", "integral over x in [0, 1]",
+               f"BCE's 'density' integrates to at most {norm['summary']['integral_max']:.3f}",
+               legend=7, loc="lower center")
     fig.suptitle("Grey levels: BCE is not a normalised likelihood; the continuous Bernoulli "
                  r"adds $\log C(\lambda)$")
     fig.tight_layout()
@@ -477,27 +418,19 @@ def _bias_figure(theory: dict, binned: dict):
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
-    ax = axes[0]
     x = theory["x"]
-    ax.plot(x, x, "-", color="black", lw=1, label=r"BCE optimum $\lambda = x$ (= its mean)")
-    ax.plot(x, theory["cb_mean_at_lambda_x"], "-", color="C1",
-            label=r"CB mean at $\lambda = x$ (BCE read as a density)")
-    ax.plot(x, theory["cb_optimal_lambda"], "-", color="C3",
-            label=r"CB optimum $\lambda^*$ (its mean is x)")
-    ax.set_xlabel("target grey level x")
-    ax.set_ylabel("decoder output")
-    ax.set_title("one pixel, per-pixel optimum")
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.3)
-    ax = axes[1]
-    ax.plot([0, 1], [0, 1], "-", color="black", lw=1, label="y = x")
+    axes[0].plot(x, x, "-", color="black", lw=1, label=r"BCE optimum $\lambda = x$ (= its mean)")
+    axes[0].plot(x, theory["cb_mean_at_lambda_x"], "-", color="C1",
+                 label=r"CB mean at $\lambda = x$ (BCE read as a density)")
+    axes[0].plot(x, theory["cb_optimal_lambda"], "-", color="C3",
+                 label=r"CB optimum $\lambda^*$ (its mean is x)")
+    style_axes(axes[0], "target grey level x", "decoder output", "one pixel, per-pixel optimum",
+               legend=7)
+    axes[1].plot([0, 1], [0, 1], "-", color="black", lw=1, label="y = x")
     for i, (name, (mean_x, mean_v)) in enumerate(binned.items()):
-        ax.plot(mean_x, mean_v, "o-", ms=4, color=("C0", "C1", "C2", "C3")[i], label=name)
-    ax.set_xlabel("test pixel grey level x")
-    ax.set_ylabel("mean reconstruction at z = E[z|x]")
-    ax.set_title("trained models, test digits")
-    ax.legend(fontsize=7)
-    ax.grid(True, alpha=0.3)
+        axes[1].plot(mean_x, mean_v, "o-", ms=4, color=f"C{i}", label=name)
+    style_axes(axes[1], "test pixel grey level x", "mean reconstruction at z = E[z|x]",
+               "trained models, test digits", legend=7)
     fig.tight_layout()
     return fig
 
@@ -507,57 +440,41 @@ def _image_figure(rows: dict, image_shape, title: str):
                                       title=title)
 
 
-# --------------------------------------------------------------------------- #
-# The experiment.
-# --------------------------------------------------------------------------- #
-
-
-def _series(figure, panel, series, xs, ys):
-    return [[figure, panel, series, float(a), float(b)] for a, b in zip(xs, ys, strict=True)]
+# ------------------------------------------------------------------------------ the experiment
 
 
 def _csv_rows(identity, norm, theory, grey) -> list[list]:
-    rows = []
-    bce_ref = identity["bce_reference"]
-    rows += _series("identity", "per_example", "log_p_float32", bce_ref, identity["log_p"])
-    rows += _series("identity", "per_example", "scipy_logpmf_float64", bce_ref,
-                    identity["log_pmf"])
-    rows += _series("normalizer", "log_c_vs_lambda", "vaejax_float32", norm["lambdas"],
-                    norm["log_c32"])
-    rows += _series("normalizer", "log_c_vs_lambda", "vaejax_float64", norm["lambdas"],
-                    norm["log_c64"])
-    rows += _series("normalizer", "log_c_vs_lambda", "closed_form_float64", norm["lambdas"],
-                    norm["log_c_reference"])
-    rows += _series("normalizer", "log_c_vs_logit", "vaejax_float32", norm["logit_axis"],
-                    norm["log_c_axis32"])
-    rows += _series("normalizer", "log_c_vs_logit", "closed_form_float64", norm["logit_axis"],
-                    norm["log_c_axis_reference"])
+    bce_ref, lambdas, x = identity["bce_reference"], norm["lambdas"], theory["x"]
+    specs = [  # (figure, panel, series, xs, ys)
+        ("identity", "per_example", "log_p_float32", bce_ref, identity["log_p"]),
+        ("identity", "per_example", "scipy_logpmf_float64", bce_ref, identity["log_pmf"]),
+        ("normalizer", "log_c_vs_lambda", "vaejax_float32", lambdas, norm["log_c32"]),
+        ("normalizer", "log_c_vs_lambda", "vaejax_float64", lambdas, norm["log_c64"]),
+        ("normalizer", "log_c_vs_lambda", "closed_form_float64", lambdas, norm["log_c_reference"]),
+        ("normalizer", "log_c_vs_logit", "vaejax_float32", norm["logit_axis"],
+         norm["log_c_axis32"]),
+        ("normalizer", "log_c_vs_logit", "closed_form_float64", norm["logit_axis"],
+         norm["log_c_axis_reference"]),
+    ]
     for i, lam in enumerate(norm["checked_lambdas"]):
-        rows += _series("normalizer", "densities", f"exp_neg_bce_lambda={lam:g}",
-                        norm["x_grid"], norm["unnormalised"][i])
-        rows += _series("normalizer", "densities", f"cb_density_lambda={lam:g}",
-                        norm["x_grid"], norm["density"][i])
-    rows += _series("normalizer", "integral", "gauss_legendre_float64", norm["lambdas"],
-                    norm["integral64"])
-    rows += _series("normalizer", "integral", "gauss_legendre_float32", norm["lambdas"],
-                    norm["integral32"])
-    rows += _series("normalizer", "integral", "inverse_c_float64", norm["lambdas"],
-                    np.exp(-norm["log_c64"]))
-    rows += _series("normalizer", "integral", "scipy_quad", norm["checked_lambdas"],
-                    norm["quad"][:, 0])
-    rows += _series("bias", "theory", "bce_optimum_lambda", theory["x"], theory["x"])
-    rows += _series("bias", "theory", "cb_mean_at_lambda_x", theory["x"],
-                    theory["cb_mean_at_lambda_x"])
-    rows += _series("bias", "theory", "cb_optimal_lambda", theory["x"],
-                    theory["cb_optimal_lambda"])
-    for name, (mean_x, mean_v) in grey["binned"].items():
-        rows += _series("bias", "measured", name, mean_x, mean_v)
+        specs += [("normalizer", "densities", f"{series}_lambda={lam:g}", norm["x_grid"],
+                   norm[key][i]) for series, key in (("exp_neg_bce", "unnormalised"),
+                                                     ("cb_density", "density"))]
+    specs += [
+        ("normalizer", "integral", "gauss_legendre_float64", lambdas, norm["integral64"]),
+        ("normalizer", "integral", "gauss_legendre_float32", lambdas, norm["integral32"]),
+        ("normalizer", "integral", "inverse_c_float64", lambdas, np.exp(-norm["log_c64"])),
+        ("normalizer", "integral", "scipy_quad", norm["checked_lambdas"], norm["quad"][:, 0]),
+        ("bias", "theory", "bce_optimum_lambda", x, x),
+        ("bias", "theory", "cb_mean_at_lambda_x", x, theory["cb_mean_at_lambda_x"]),
+        ("bias", "theory", "cb_optimal_lambda", x, theory["cb_optimal_lambda"]),
+        *(("bias", "measured", name, mx, mv) for name, (mx, mv) in grey["binned"].items()),
+    ]
     for figure, image_rows in (("reconstructions", grey["recon_rows"]),
                                ("samples", grey["sample_rows"])):
-        for name, images in image_rows.items():
-            for index, image in enumerate(images):
-                rows += _series(figure, name, f"image_{index}", np.arange(image.size), image)
-    return rows
+        specs += [(figure, name, f"image_{index}", np.arange(image.size), image)
+                  for name, images in image_rows.items() for index, image in enumerate(images)]
+    return [row for spec in specs for row in common.series(*spec)]
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
@@ -570,32 +487,29 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     theory = _bias_theory()
     grey = _grey_comparison(config, common.load_data(config), workdir)
 
-    summary = {**identity["summary"], **norm["summary"], **grey["summary"]}
     index_01 = int(np.argmin(np.abs(theory["x"] - 0.1)))
-    summary.update({
+    summary = {
+        **identity["summary"], **norm["summary"], **grey["summary"],
         "theory_x": float(theory["x"][index_01]),
         "theory_cb_mean_at_lambda_x": float(theory["cb_mean_at_lambda_x"][index_01]),
         "theory_cb_optimal_lambda": float(theory["cb_optimal_lambda"][index_01]),
         "theory_cb_inverse_max_error": theory["cb_inverse_max_error"],
         "binary_num_epochs": exp.binary_num_epochs,
-        "wall_seconds": time.perf_counter() - tic,
-    })
-
-    common.write_csv(workdir / "bernoulli_bce.csv", CSV_COLUMNS,
+    }
+    common.write_csv(workdir / "bernoulli_bce.csv", common.SERIES_COLUMNS,
                      _csv_rows(identity, norm, theory, grey))
+    stem = workdir / "bernoulli_bce"
     common.save_figure(_identity_figure(
         identity, f"log Bernoulli = -BCE on {config.data.dataset} binarised (static), "
                   f"{summary['binary_num_test']} test digits, Bernoulli VAE after "
-                  f"{exp.binary_num_epochs} epochs"), workdir / "bernoulli_bce_identity")
-    common.save_figure(_normalizer_figure(norm), workdir / "bernoulli_bce_normalizer")
-    common.save_figure(_bias_figure(theory, grey["binned"]), workdir / "bernoulli_bce_bias")
-    common.save_figure(_image_figure(
-        grey["recon_rows"], grey["image_shape"],
-        "reconstructions E[x | z = E[z|x]] of grey test digits"),
-        workdir / "bernoulli_bce_reconstructions")
-    common.save_figure(_image_figure(
-        grey["sample_rows"], grey["image_shape"], "samples: decoder outputs at z ~ N(0, I)"),
-        workdir / "bernoulli_bce_samples")
+                  f"{exp.binary_num_epochs} epochs"), f"{stem}_identity")
+    common.save_figure(_normalizer_figure(norm), f"{stem}_normalizer")
+    common.save_figure(_bias_figure(theory, grey["binned"]), f"{stem}_bias")
+    common.save_figure(_image_figure(grey["recon_rows"], grey["image_shape"],
+                                     "reconstructions E[x | z = E[z|x]] of grey test digits"),
+                       f"{stem}_reconstructions")
+    common.save_figure(_image_figure(grey["sample_rows"], grey["image_shape"],
+                                     "samples: decoder outputs at z ~ N(0, I)"), f"{stem}_samples")
     summary["wall_seconds"] = time.perf_counter() - tic
     common.write_json(workdir / "bernoulli_bce.json", summary)
     common.save_config(config, workdir / "bernoulli_bce_config.json")
@@ -608,14 +522,13 @@ def _report_section(s: dict) -> str:
     table = common.markdown_table(
         ["model (training objective)", "evaluated as", "test ELBO", "recon", "KL",
          f"IWAE K={s['eval_iwae_samples']}" if s["eval_iwae_samples"] else "IWAE (off)"],
-        [["BCE (Bernoulli decoder)", "-BCE: not a density on [0,1]^D",
-          s["bce_model_bernoulli_elbo"], s["bce_model_bernoulli_recon"],
-          s["bce_model_bernoulli_kl"], s.get("bce_model_bernoulli_iwae", "-")],
-         ["BCE (Bernoulli decoder)", "continuous Bernoulli (-BCE + log C)",
-          s["bce_model_normalized_elbo"], s["bce_model_normalized_recon"],
-          s["bce_model_normalized_kl"], s.get("bce_model_normalized_iwae", "-")],
-         ["continuous Bernoulli", "continuous Bernoulli",
-          s["cb_model_elbo"], s["cb_model_recon"], s["cb_model_kl"], s.get("cb_model_iwae", "-")]])
+        [[model, reading, *(s[f"{key}_{part}"] for part in ("elbo", "recon", "kl")),
+          s.get(f"{key}_iwae", "-")]
+         for key, model, reading in (
+             ("bce_model_bernoulli", "BCE (Bernoulli decoder)", "-BCE: not a density on [0,1]^D"),
+             ("bce_model_normalized", "BCE (Bernoulli decoder)",
+              "continuous Bernoulli (-BCE + log C)"),
+             ("cb_model", "continuous Bernoulli", "continuous Bernoulli"))])
     bias_table = common.markdown_table(
         ["output", "mean abs error", "mean on background (x = 0)",
          f"mean on ink (x >= 0.75; data {s['mean_data_on_ink']:.3f})"],
@@ -707,7 +620,6 @@ exaggerates contrast. Right, measured per grey level on the test digits:
 
 {bias_table}
 """
-
 
 
 if __name__ == "__main__":

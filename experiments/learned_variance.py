@@ -28,6 +28,7 @@ import ml_collections
 import numpy as np
 
 from experiments import common
+from experiments.common import style_axes
 from experiments.configs.learned_variance import GROUP
 from vaejax import heads
 from vaejax import trainer as trainer_lib
@@ -48,11 +49,16 @@ MODELS = (
     ("optimal", "gaussian_optimal", False),
 )
 MODEL_COLORS = {"per_pixel": "C3", "per_pixel_floored": "C0", "shared": "C2", "optimal": "C1"}
+_PER_PIXEL = ("per_pixel", "per_pixel_floored")  # the models whose sigma varies per pixel
 _STD_FLOOR = 1e-3  # pixels with zero training-set std are drawn here on log axes
 _EVAL_KEY = 0x5EED  # one posterior sample per test image for the per-pixel maps
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 _DIP_NATS = 10.0  # a test-ELBO drop larger than this between evaluations counts as a dip
 _RECENT_EPOCHS = 10  # "still improving": the test-ELBO gain over the last epochs
+# Columns of learned_variance_models.csv after "model" and "likelihood" (summary keys).
+_MODEL_COLUMNS = ("test_elbo", "test_recon", "test_kl", "train_elbo", "min_sigma",
+                  "median_sigma", "num_collapsed_pixels", "log_density_near_constant_pixels",
+                  "log_density_other_pixels", "train_seconds")
 
 
 def model_label(name: str, min_sigma: float) -> str:
@@ -63,21 +69,14 @@ def model_label(name: str, min_sigma: float) -> str:
 
 
 def pixel_statistics(model: VAE, likelihood: str, params, x: jax.Array, key: jax.Array) -> dict:
-    """Per-pixel sigma and log-density at one posterior sample per example.
+    """Per-pixel sigma and log-density at one posterior sample z ~ q(z|x) per example (key).
 
-    Args:
-      model: the VAE.
-      likelihood: its decoder head.
-      params: one member's parameters.
-      x: [N, D] data.
-      key: PRNG key of the posterior samples z ~ q(z|x).
-
-    Returns:
-      dict with ``sigma`` [D] (mean over examples of the predicted sigma), ``log_density``
-      [D] (mean over examples of log N(x_i; mu_i, sigma_i^2), nats) and ``recon`` [] (the
-      mean over examples of log p(x|z) from the head (:mod:`vaejax.heads`), which the
-      per-pixel map must sum to) and ``optimal_sigma`` [] (sqrt of the MSE of these
-      reconstructions: the best single sigma for them).
+    ``x`` is [N, D] data, ``params`` one member's parameters of ``model`` (decoder head
+    ``likelihood``). Returns ``sigma`` [D] (mean over examples of the predicted sigma),
+    ``log_density`` [D] (mean over examples of log N(x_i; mu_i, sigma_i^2), nats),
+    ``recon`` [] (the mean over examples of log p(x|z) from the head
+    (:mod:`vaejax.heads`), which the per-pixel map must sum to) and ``optimal_sigma`` []
+    (sqrt of the MSE of these reconstructions: the best single sigma for them).
     """
     mean, log_var = model.apply(params, x, method=VAE.encode)
     z = reparameterize(key, mean, log_var)
@@ -118,15 +117,14 @@ def _train_model(name: str, likelihood: str, floored: bool, config, dataset, wor
         # that Adam (which moves log sigma by about the rate per step) need not walk from 0.
         model_config.model.init_log_sigma = shared_sigma_start(dataset.train)
     trainer, members = trainer_lib.build(model_config, dataset)
-    model = trainer.model
     # One compiled evaluation: the engine's test metrics and the per-pixel maps together.
     evaluate = jax.jit(lambda s, x: (
         trainer.evaluate(s, x, members),
-        pixel_statistics(model, likelihood, common.first_member(s.params), x,
+        pixel_statistics(trainer.model, likelihood, common.first_member(s.params), x,
                          jax.random.key(_EVAL_KEY))))
-    train_data, test_data = jnp.asarray(dataset.train), jnp.asarray(dataset.test)
+    test_data = jnp.asarray(dataset.test)
     # Same shape as the test set, so the compiled evaluation is reused for the train ELBO.
-    train_subset = train_data[: test_data.shape[0]]
+    train_subset = jnp.asarray(dataset.train)[: test_data.shape[0]]
 
     def curve_point(ctx):
         evals, stats = common.host(evaluate(ctx.state, test_data))
@@ -134,12 +132,11 @@ def _train_model(name: str, likelihood: str, floored: bool, config, dataset, wor
                  "min_sigma": float(stats["sigma"].min()),
                  "median_sigma": float(np.median(stats["sigma"]))}]
 
-    per_epoch = trainer.steps_per_epoch(dataset.train.shape[0])
+    every_steps = lv.eval_every_epochs * trainer.steps_per_epoch(dataset.train.shape[0])
     tic = time.perf_counter()
     result = common.train(model_config, dataset, workdir, f"learned_variance/{name}",
-                          trainer=trainer, members=members, hooks=[trainer_lib.Hook(
-                              curve_point,
-                              every_steps=lv.eval_every_epochs * per_epoch)])
+                          trainer=trainer, members=members,
+                          hooks=[trainer_lib.Hook(curve_point, every_steps=every_steps)])
     seconds = time.perf_counter() - tic
     test_metrics, test_stats = common.host(evaluate(result.state, test_data))
     train_metrics, _ = common.host(evaluate(result.state, train_subset))
@@ -154,51 +151,43 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     workdir = common.prepare_workdir(workdir)
     validate_group(config, "learned_variance", GROUP)
     dataset = common.load_data(config)
-    models = [m for m in MODELS if not (m[2] and lv.min_sigma == 0)]
     results = {name: _train_model(name, likelihood, floored, config, dataset, workdir)
-               for name, likelihood, floored in models}
+               for name, likelihood, floored in MODELS if not (floored and lv.min_sigma == 0)}
 
-    data_std = dataset.train.std(axis=0).astype(np.float64)  # [D]
-    data_mean = dataset.train.mean(axis=0).astype(np.float64)
-    always_zero = dataset.train.max(axis=0) == 0  # [D]
+    train = dataset.train
+    data_std = train.std(axis=0).astype(np.float64)  # [D]
+    data_mean = train.mean(axis=0).astype(np.float64)
+    always_zero = train.max(axis=0) == 0  # [D]
     near_constant = data_std < lv.near_constant_std
     summary = _summarise(config, dataset, results, data_std, always_zero, near_constant)
 
-    names = list(results)
-    height, width = dataset.image_shape
-    pixel_rows = []
-    for i in range(dataset.num_dims):
-        pixel_rows.append([i, i // width, i % width, float(data_mean[i]), float(data_std[i]),
-                           float(np.mean(dataset.train[:, i] == 0)), int(always_zero[i]),
-                           int(near_constant[i]),
-                           *(float(results[n]["stats"]["sigma"][i]) for n in names),
-                           *(float(results[n]["stats"]["log_density"][i]) for n in names)])
-    common.write_csv(workdir / "learned_variance_pixels.csv",
-                     ["pixel", "row", "col", "train_mean", "train_std", "train_fraction_zero",
-                      "always_zero", "near_constant", *(f"sigma_{n}" for n in names),
-                      *(f"test_log_density_{n}" for n in names)], pixel_rows)
+    names, width = list(results), dataset.image_shape[1]
+    common.write_csv(
+        workdir / "learned_variance_pixels.csv",
+        ["pixel", "row", "col", "train_mean", "train_std", "train_fraction_zero", "always_zero",
+         "near_constant", *(f"sigma_{n}" for n in names),
+         *(f"test_log_density_{n}" for n in names)],
+        [[i, i // width, i % width, float(data_mean[i]), float(data_std[i]),
+          float(np.mean(train[:, i] == 0)), int(always_zero[i]), int(near_constant[i]),
+          *(float(results[n]["stats"][key][i]) for key in ("sigma", "log_density") for n in names)]
+         for i in range(dataset.num_dims)])
+    models = summary["models"]
     common.write_csv(workdir / "learned_variance_models.csv",
-                     ["model", "likelihood", "test_elbo", "test_recon", "test_kl", "train_elbo",
-                      "min_sigma", "median_sigma", "num_collapsed_pixels",
-                      "log_density_near_constant_pixels", "log_density_other_pixels",
-                      "train_seconds"],
-                     [[n, summary["models"][n]["likelihood"],
-                       *(summary["models"][n][k] for k in (
-                           "test_elbo", "test_recon", "test_kl", "train_elbo", "min_sigma",
-                           "median_sigma", "num_collapsed_pixels",
-                           "log_density_near_constant_pixels", "log_density_other_pixels",
-                           "train_seconds"))] for n in names])
+                     ["model", "likelihood", *_MODEL_COLUMNS],
+                     [[n, models[n]["likelihood"], *(models[n][k] for k in _MODEL_COLUMNS)]
+                      for n in names])
     common.write_csv(workdir / "learned_variance_training.csv",
                      ["model", "epoch", "test_elbo", "min_sigma", "median_sigma"],
                      [[n, p["epoch"], p["test_elbo"], p["min_sigma"], p["median_sigma"]]
                       for n in names for p in results[n]["curve"]])
     common.write_json(workdir / "learned_variance.json", summary)
     common.save_config(config, workdir / "learned_variance_config.json")
-    common.save_figure(sigma_figure(results, data_std, always_zero, (height, width), config),
-                       workdir / "learned_variance_sigma")
-    common.save_figure(log_density_figure(results, always_zero, (height, width), config),
-                       workdir / "learned_variance_log_density")
-    common.save_figure(training_figure(results, config), workdir / "learned_variance_training")
+    stem = workdir / "learned_variance"
+    common.save_figure(sigma_figure(results, data_std, always_zero, dataset.image_shape, config),
+                       f"{stem}_sigma")
+    common.save_figure(log_density_figure(results, always_zero, dataset.image_shape, config),
+                       f"{stem}_log_density")
+    common.save_figure(training_figure(results, config), f"{stem}_training")
     summary["report"] = _report_section(summary, config)
     return summary
 
@@ -217,6 +206,9 @@ def _summarise(config, dataset, results, data_std, always_zero, near_constant) -
     for name, r in results.items():
         sigma, log_density = r["stats"]["sigma"], r["stats"]["log_density"]
         collapsed = sigma < lv.collapsed_sigma
+        elbos = np.array([p["test_elbo"] for p in r["curve"]])
+        epochs = np.array([p["epoch"] for p in r["curve"]])
+        earlier = elbos[epochs <= epochs[-1] - _RECENT_EPOCHS]
         summary["models"][name] = {
             "likelihood": likelihoods[name],
             "test_elbo": r["test"].elbo, "test_recon": r["test"].recon, "test_kl": r["test"].kl,
@@ -234,25 +226,19 @@ def _summarise(config, dataset, results, data_std, always_zero, near_constant) -
             "log_density_other_pixels": float(log_density[~near_constant].sum()),
             "log_density_collapsed_pixels": float(log_density[collapsed].sum()),
             "train_seconds": r["seconds"],
-        }
-        elbos = np.array([p["test_elbo"] for p in r["curve"]])
-        epochs = np.array([p["epoch"] for p in r["curve"]])
-        earlier = elbos[epochs <= epochs[-1] - _RECENT_EPOCHS]
-        summary["models"][name].update({
             # Instability: evaluations whose test ELBO fell by > _DIP_NATS since the last one.
             "num_elbo_dips": int(np.sum(np.diff(elbos) < -_DIP_NATS)),
             "worst_elbo_dip": float(min(0.0, np.diff(elbos).min(initial=0.0))),
             "test_elbo_gain_recent_epochs": (float(elbos[-1] - earlier[-1]) if earlier.size
                                              else float("nan")),
-        })
+        }
         summary[f"{name}_test_elbo"] = r["test"].elbo
-    per_pixel = summary["models"]["per_pixel"]
-    summary["per_pixel_min_sigma"] = per_pixel["min_sigma"]
-    summary["per_pixel_median_sigma"] = per_pixel["median_sigma"]
-    summary["per_pixel_num_collapsed"] = per_pixel["num_collapsed_pixels"]
-    summary["per_pixel_sigma_always_zero"] = per_pixel["mean_sigma_always_zero_pixels"]
+    per_pixel, optimal = summary["models"]["per_pixel"], summary["models"]["optimal"]
+    for key, model_key in (("min_sigma", "min_sigma"), ("median_sigma", "median_sigma"),
+                           ("num_collapsed", "num_collapsed_pixels"),
+                           ("sigma_always_zero", "mean_sigma_always_zero_pixels")):
+        summary[f"per_pixel_{key}"] = per_pixel[model_key]
     summary["num_near_constant_pixels"] = int(near_constant.sum())
-    optimal = summary["models"]["optimal"]
     summary["per_pixel_recon_lead_over_optimal"] = (
         per_pixel["recon_from_pixel_map"] - optimal["recon_from_pixel_map"])
     summary["per_pixel_recon_lead_over_optimal_near_constant"] = (
@@ -309,24 +295,22 @@ def sigma_figure(results, data_std, always_zero, image_shape, config):
 
     ax = axes[2]
     for name, r in results.items():
-        if name in ("per_pixel", "per_pixel_floored"):
-            ax.loglog(shown_std, r["stats"]["sigma"], "o", ms=4, mfc="none",
-                      color=MODEL_COLORS[name], label=model_label(name, lv.min_sigma))
+        label, model_sigma = model_label(name, lv.min_sigma), r["stats"]["sigma"]
+        if name in _PER_PIXEL:
+            ax.loglog(shown_std, model_sigma, "o", ms=4, mfc="none", color=MODEL_COLORS[name],
+                      label=label)
         else:
-            ax.axhline(float(r["stats"]["sigma"][0]), color=MODEL_COLORS[name], lw=1.2,
-                       label=f"{model_label(name, lv.min_sigma)}: "
-                             f"{float(r['stats']['sigma'][0]):.3g}")
+            ax.axhline(float(model_sigma[0]), color=MODEL_COLORS[name], lw=1.2,
+                       label=f"{label}: {float(model_sigma[0]):.3g}")
     ax.loglog(shown_std[always_zero], sigma[always_zero], "v", ms=6, color="magenta",
               label="always-0 pixels (per-pixel model)")
     grid = np.array([_STD_FLOOR, shown_std.max()])
     ax.loglog(grid, grid, ":", color="gray", lw=1, label="sigma = pixel std")
     ax.axhline(lv.collapsed_sigma, color="black", lw=0.6, ls="--",
                label=f"collapsed: sigma < {lv.collapsed_sigma:g}")
-    ax.set_xlabel(f"training-set std of the pixel (0 shown at {_STD_FLOOR:g})")
-    ax.set_ylabel("mean predicted sigma on the test set")
     ax.set_title("learned sigma against the pixel's spread", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=6.5, loc="lower right")
+    style_axes(ax, f"training-set std of the pixel (0 shown at {_STD_FLOOR:g})",
+               "mean predicted sigma on the test set", legend=6.5, grid="both", loc="lower right")
     fig.suptitle(f"The learned-variance trap on {config.data.dataset}: a per-pixel sigma collapses "
                  f"where the pixel never varies ({config.train.num_epochs} epochs)", fontsize=11)
     return fig
@@ -338,14 +322,11 @@ def log_density_figure(results, always_zero, image_shape, config):
     import matplotlib.colors as mcolors
     import matplotlib.pyplot as plt
 
-    names = list(results)
-    fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names) + 1, 4.2), squeeze=False,
-                             layout="constrained")
-    values = np.stack([results[n]["stats"]["log_density"] for n in names])
-    bound = float(np.abs(values).max())
+    fig, axes = plt.subplots(1, len(results), figsize=(3.6 * len(results) + 1, 4.2),
+                             squeeze=False, layout="constrained")
+    bound = float(np.abs(np.stack([r["stats"]["log_density"] for r in results.values()])).max())
     norm = mcolors.TwoSlopeNorm(vmin=-bound, vcenter=0.0, vmax=bound)
-    for ax, name in zip(axes[0], names, strict=True):
-        r = results[name]
+    for ax, (name, r) in zip(axes[0], results.items(), strict=True):
         total = float(r["stats"]["log_density"].sum())
         im = _pixel_map(ax, r["stats"]["log_density"], image_shape, norm=norm, cmap="RdBu_r",
                         marks=always_zero, fmt="{:.1f}",
@@ -366,26 +347,22 @@ def training_figure(results, config):
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     for name, r in results.items():
         epochs = [p["epoch"] for p in r["curve"]]
-        label = model_label(name, lv.min_sigma)
-        axes[0].plot(epochs, [p["test_elbo"] for p in r["curve"]], "-o", ms=2.5,
-                     color=MODEL_COLORS[name], label=label)
-        if name in ("per_pixel", "per_pixel_floored"):
-            axes[1].semilogy(epochs, [p["min_sigma"] for p in r["curve"]], "-",
-                             color=MODEL_COLORS[name], label=f"{label}: min over pixels")
-            axes[1].semilogy(epochs, [p["median_sigma"] for p in r["curve"]], "--",
-                             color=MODEL_COLORS[name], label=f"{label}: median over pixels")
-    for ax in axes:
-        if config.train.decay_factor != 1 and _decay_epoch(config) < config.train.num_epochs:
-            ax.axvline(_decay_epoch(config), color="gray", lw=0.8, ls=":")
-        ax.set_xlabel("epoch")
-        ax.grid(True, which="both", alpha=0.3)
-    axes[0].set_ylabel("test ELBO (nats per image)")
-    axes[0].set_title("test ELBO during training", fontsize=9)
-    axes[1].set_ylabel("mean predicted sigma (test set)")
-    axes[1].set_title(f"per-pixel sigma; dotted line: Adam rate x {config.train.decay_factor:g}",
-                      fontsize=9)
-    for ax in axes:
-        ax.legend(fontsize=7)
+        label, color = model_label(name, lv.min_sigma), MODEL_COLORS[name]
+        axes[0].plot(epochs, [p["test_elbo"] for p in r["curve"]], "-o", ms=2.5, color=color,
+                     label=label)
+        if name in _PER_PIXEL:
+            for key, style in (("min", "-"), ("median", "--")):
+                axes[1].semilogy(epochs, [p[f"{key}_sigma"] for p in r["curve"]], style,
+                                 color=color, label=f"{label}: {key} over pixels")
+    decay = _decay_epoch(config)
+    for ax, ylabel, title in (
+            (axes[0], "test ELBO (nats per image)", "test ELBO during training"),
+            (axes[1], "mean predicted sigma (test set)",
+             f"per-pixel sigma; dotted line: Adam rate x {config.train.decay_factor:g}")):
+        if config.train.decay_factor != 1 and decay < config.train.num_epochs:
+            ax.axvline(decay, color="gray", lw=0.8, ls=":")
+        ax.set_title(title, fontsize=9)
+        style_axes(ax, "epoch", ylabel, legend=7, grid="both")
     fig.tight_layout()
     return fig
 
@@ -393,16 +370,14 @@ def training_figure(results, config):
 def _report_section(summary: dict, config) -> str:
     lv = config.learned_variance
     models = summary["models"]
-    rows = [[model_label(n, lv.min_sigma), m["test_elbo"], m["test_recon"], m["test_kl"],
-             m["train_elbo"], m["min_sigma"], m["median_sigma"], m["num_collapsed_pixels"],
-             m["log_density_near_constant_pixels"], m["log_density_other_pixels"]]
-            for n, m in models.items()]
     table = common.markdown_table(
         ["decoder", "test ELBO", "test recon", "test KL",
          f"train ELBO (first {summary['num_test']} images)", "min sigma",
          "median sigma", f"pixels sigma < {lv.collapsed_sigma:g}",
          f"log-density, {summary['num_near_constant_pixels']} near-constant pixels",
-         "log-density, other pixels"], rows)
+         "log-density, other pixels"],
+        [[model_label(n, lv.min_sigma), *(m[k] for k in _MODEL_COLUMNS[:-1])]
+         for n, m in models.items()])
     pp, opt, shared = models["per_pixel"], models["optimal"], models["shared"]
     floored = ""
     if "per_pixel_floored" in models:
@@ -476,7 +451,6 @@ sample each (the maps sum to that sample's reconstruction term); ELBOs are the T
 test evaluation. Per-pixel numbers: `learned_variance_pixels.csv`; per model:
 `learned_variance_models.csv`; curves: `learned_variance_training.csv`.
 """
-
 
 
 if __name__ == "__main__":

@@ -101,13 +101,10 @@ def gradient_statistics(trainer: trainer_lib.Trainer, params, train_data: jax.Ar
 
     Args:
       trainer: its model, head and weight decay define the loss.
-      params: one member's parameters (unstacked).
-      train_data: [N, D] the training set the minibatches are drawn from.
-      key: PRNG key.
-      member: the member's settings (decoder sigma, KL weight, ...), unstacked.
-      batch_size: M.
-      num_samples_grid: the L values (static).
-      num_repeats: R >= 2 draws.
+      params, member: one member's parameters and settings (decoder sigma, KL weight, ...),
+        unstacked.
+      train_data, key: [N, D] the training set the minibatches are drawn from; PRNG key.
+      batch_size, num_samples_grid, num_repeats: M, the L values (static), R >= 2 draws.
       repeat_chunk: draws evaluated together under ``vmap``.
 
     Returns:
@@ -200,6 +197,13 @@ def _time_steps(exp, trainer, state, train_data, members) -> dict[int, list[floa
     return times
 
 
+def _stat_keys(big_m: int, small_l: int, large_l: int) -> dict[str, str]:
+    """Names of the per-epoch statistics, keyed by their ``headline_*`` name."""
+    return {"variance_ratio": f"variance_ratio_L{small_l}_vs_L{large_l}_at_M{big_m}",
+            "slope_vs_L": f"slope_vs_L_at_M{big_m}", "slope_vs_M": f"slope_vs_M_at_L{small_l}",
+            "minibatch_share": f"minibatch_share_at_M{big_m}_L{small_l}"}
+
+
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Measures gradient variance over the (M, L) grid and the step time against L."""
     workdir = common.prepare_workdir(workdir)
@@ -208,32 +212,32 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     if not epochs_to_measure:
         raise ValueError("config `mc_samples.measure_at_epochs` must list epochs >= 0.")
     dataset = common.load_data(config)
-    if max(exp.batch_sizes) > dataset.train.shape[0]:
+    num_examples = dataset.train.shape[0]
+    if max(exp.batch_sizes) > num_examples:
         raise ValueError(f"config `mc_samples.batch_sizes` {exp.batch_sizes} exceed the "
-                         f"{dataset.train.shape[0]} training examples.")
+                         f"{num_examples} training examples.")
     if config_lib.population_size(config) != 1:
         raise ValueError("mc_samples measures one model: leave config.population empty.")
     trainer, members = trainer_lib.build(config, dataset)
     train_data = jnp.asarray(dataset.train)
-    member = common.first_member(members)
-    per_epoch = trainer.steps_per_epoch(dataset.train.shape[0])
+    per_epoch = trainer.steps_per_epoch(num_examples)
 
     # Brief training (L = train.num_samples); the hook measures at each listed epoch.
     tic = time.perf_counter()
+    hook = _variance_hook(exp, trainer, common.first_member(members), train_data,
+                          jax.random.key(config.seed + 4242))
     result = common.train(config, dataset, workdir, "mc_samples/warmup", trainer=trainer,
                           members=members, num_steps=epochs_to_measure[-1] * per_epoch,
-                          hooks=[_variance_hook(exp, trainer, member, train_data,
-                                                jax.random.key(config.seed + 4242))])
+                          hooks=[hook])
     rows = result.history
     variance_seconds = time.perf_counter() - tic
     times = _time_steps(exp, trainer, result.state, train_data, members)
     losses = {r["epoch"]: r["train_loss"] for r in rows}
-    params0 = common.first_member(result.state.params)
 
-    num_examples = dataset.train.shape[0]
     summary = {"dataset": dataset.name, "likelihood": config.model.likelihood,
                "sigma": float(config.model.sigma), "num_examples": num_examples,
-               "num_parameters": trainer_lib.num_parameters(params0),
+               "num_parameters": trainer_lib.num_parameters(
+                   common.first_member(result.state.params)),
                "num_repeats": exp.num_repeats, "batch_sizes": list(exp.batch_sizes),
                "num_samples_grid": list(exp.num_samples_grid),
                "measured_at_epochs": epochs_to_measure,
@@ -241,32 +245,30 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                "train_and_variance_seconds": variance_seconds, "per_epoch": {}}
     big_m, small_l = max(exp.batch_sizes), min(exp.num_samples_grid)
     large_l = 16 if 16 in exp.num_samples_grid else max(exp.num_samples_grid)
+    keys = _stat_keys(big_m, small_l, large_l)
     for epoch in epochs_to_measure:
         sel = [r for r in rows if r["epoch"] == epoch]
+        ms, ells, variances = ([r[k] for r in sel]
+                               for k in ("batch_size", "num_samples", "variance_total"))
         v = {(r["batch_size"], r["num_samples"]): r["variance_total"] for r in sel}
-        a, b, predicted = fit_noise_model([r["batch_size"] for r in sel],
-                                          [r["num_samples"] for r in sel],
-                                          [r["variance_total"] for r in sel], num_examples)
+        a, b, predicted = fit_noise_model(ms, ells, variances, num_examples)
         for r, p in zip(sel, predicted, strict=True):
             r["fit_variance_total"] = float(p)
         minibatch = a * (num_examples - big_m) / ((num_examples - 1) * big_m)
-        budget = {f"M={m},L={ell}": v[(m, ell)] for (m, ell) in v
-                  if m * ell == big_m * small_l}
         summary["per_epoch"][str(epoch)] = {
-            f"variance_ratio_L{small_l}_vs_L{large_l}_at_M{big_m}":
-                v[(big_m, small_l)] / v[(big_m, large_l)],
-            f"slope_vs_L_at_M{big_m}": log_log_slope(
+            keys["variance_ratio"]: v[(big_m, small_l)] / v[(big_m, large_l)],
+            keys["slope_vs_L"]: log_log_slope(
                 exp.num_samples_grid, [v[(big_m, ell)] for ell in exp.num_samples_grid]),
-            f"slope_vs_M_at_L{small_l}": log_log_slope(
+            keys["slope_vs_M"]: log_log_slope(
                 exp.batch_sizes, [v[(m, small_l)] for m in exp.batch_sizes]),
             "slope_vs_ML_all_points": log_log_slope(
-                [r["batch_size"] * r["num_samples"] for r in sel],
-                [r["variance_total"] for r in sel]),
+                [m * ell for m, ell in zip(ms, ells, strict=True)], variances),
             "fit_A_minibatch": a, "fit_B_monte_carlo": b,
-            f"minibatch_share_at_M{big_m}_L{small_l}": minibatch / (minibatch + b / big_m),
+            keys["minibatch_share"]: minibatch / (minibatch + b / big_m),
             "fit_max_relative_error": float(max(abs(r["fit_variance_total"] / r["variance_total"]
                                                     - 1) for r in sel)),
-            f"variance_at_equal_budget_ML{big_m * small_l}": budget,
+            f"variance_at_equal_budget_ML{big_m * small_l}": {
+                f"M={m},L={ell}": v[(m, ell)] for (m, ell) in v if m * ell == big_m * small_l},
             f"signal_to_noise_M{big_m}_L{small_l}": next(
                 r["mean_sq_norm_total"] / r["variance_total"] for r in sel
                 if r["batch_size"] == big_m and r["num_samples"] == small_l),
@@ -276,27 +278,23 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     summary["timing_seconds_per_step"] = {str(ell): s for ell, s in median.items()}
     summary["timing_relative_to_L1"] = {str(ell): s / median[small_l] for ell, s in median.items()}
     summary["timing_slope_vs_L"] = log_log_slope(list(median), list(median.values()))
-    headline = summary["per_epoch"][str(epochs_to_measure[-1])]
     summary["headline_epoch"] = epochs_to_measure[-1]
     summary["headline"] = (f"after {epochs_to_measure[-1]} epochs: Var(L={small_l}) / "
                            f"Var(L={large_l}) at M={big_m}; log-log slopes against L at "
                            f"M={big_m} and against M at L={small_l}")
-    summary["headline_variance_ratio"] = headline[
-        f"variance_ratio_L{small_l}_vs_L{large_l}_at_M{big_m}"]
-    summary["headline_slope_vs_L"] = headline[f"slope_vs_L_at_M{big_m}"]
-    summary["headline_slope_vs_M"] = headline[f"slope_vs_M_at_L{small_l}"]
-    summary["headline_minibatch_share"] = headline[f"minibatch_share_at_M{big_m}_L{small_l}"]
+    headline = summary["per_epoch"][str(epochs_to_measure[-1])]
+    summary.update({f"headline_{k}": headline[key] for k, key in keys.items()})
 
     columns = ["epoch", "batch_size", "num_samples", "samples_M_times_L", "variance_total",
                "variance_encoder", "variance_decoder", "mean_sq_norm_total",
                "fit_variance_total"]
-    csv_rows = [[r["epoch"], r["batch_size"], r["num_samples"],
-                 r["batch_size"] * r["num_samples"], *(r[c] for c in columns[4:])]
-                for r in rows]
-    common.write_csv(workdir / "mc_samples.csv", columns, csv_rows)
-    timing_rows = [[ell, i, t] for ell, ts in times.items() for i, t in enumerate(ts)]
+    common.write_csv(workdir / "mc_samples.csv", columns,
+                     [[r["epoch"], r["batch_size"], r["num_samples"],
+                       r["batch_size"] * r["num_samples"], *(r[c] for c in columns[4:])]
+                      for r in rows])
     common.write_csv(workdir / "mc_samples_timing.csv",
-                     ["num_samples", "repeat", "seconds_per_step"], timing_rows)
+                     ["num_samples", "repeat", "seconds_per_step"],
+                     [[ell, i, t] for ell, ts in times.items() for i, t in enumerate(ts)])
     fig = variance_figure(rows, times, summary, epochs_to_measure,
                           title=f"ELBO gradient variance over {exp.num_repeats} draws: "
                                 f"{dataset.name}, {config.model.likelihood} sigma = "
@@ -323,8 +321,10 @@ def variance_figure(rows: list[dict], times: dict, summary: dict, epochs: list[i
     axes = grid_axes.ravel()
     for ax in axes[num_panels:]:
         ax.set_visible(False)
-    batch_sizes = summary["batch_sizes"]
-    grid = summary["num_samples_grid"]
+    batch_sizes, grid = summary["batch_sizes"], summary["num_samples_grid"]
+    small_l, large_l = min(grid), (16 if 16 in grid else max(grid))
+    keys = _stat_keys(max(batch_sizes), small_l, large_l)
+    l_label, var_label = "L latent samples per datapoint", r"total variance $E\|g - Eg\|^2$"
     for ax, epoch in zip(axes, epochs, strict=False):
         stats = summary["per_epoch"][str(epoch)]
         for i, m in enumerate(batch_sizes):
@@ -332,40 +332,29 @@ def variance_figure(rows: list[dict], times: dict, summary: dict, epochs: list[i
             ax.loglog(grid, [r["variance_total"] for r in sel], "o-", color=f"C{i}",
                       label=f"M = {m}")
             ax.loglog(grid, [r["fit_variance_total"] for r in sel], "--", color=f"C{i}", lw=0.8)
-        ax.set_xlabel("L latent samples per datapoint")
-        ax.set_ylabel(r"total variance $E\|g - Eg\|^2$")
-        share = next(v for k, v in stats.items() if k.startswith("minibatch_share"))
-        ratio = next(v for k, v in stats.items() if k.startswith("variance_ratio"))
-        small_l, large_l = min(grid), (16 if 16 in grid else max(grid))
         ax.set_title(f"{'untrained' if epoch == 0 else f'after {epoch} epochs'}: "
-                     f"Var(L={small_l})/Var(L={large_l}) at M={max(batch_sizes)}: {ratio:.2f}\n"
-                     f"minibatch share of the variance {100 * share:.0f}% (dashed: fit)",
-                     fontsize=9)
+                     f"Var(L={small_l})/Var(L={large_l}) at M={max(batch_sizes)}: "
+                     f"{stats[keys['variance_ratio']]:.2f}\nminibatch share of the variance "
+                     f"{100 * stats[keys['minibatch_share']]:.0f}% (dashed: fit)", fontsize=9)
         ax.set_xticks(grid, [str(g) for g in grid])
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        common.style_axes(ax, l_label, var_label, grid="both")
 
     ax = axes[len(epochs)]
-    markers = "osD^v<>"
+    ml = np.array([min(batch_sizes) * grid[0], max(batch_sizes) * max(grid)], np.float64)
     for e_idx, epoch in enumerate(epochs):
+        last = e_idx == len(epochs) - 1
         for i, ell in enumerate(grid):
             sel = [r for r in rows if r["epoch"] == epoch and r["num_samples"] == ell]
             ax.loglog([r["batch_size"] * ell for r in sel], [r["variance_total"] for r in sel],
-                      markers[e_idx % len(markers)] + ("-" if e_idx == len(epochs) - 1 else ":"),
-                      color=f"C{i}", ms=4, mfc="none" if e_idx < len(epochs) - 1 else None,
-                      label=f"L = {ell}" if e_idx == len(epochs) - 1 else None)
-        ref = [r for r in rows if r["epoch"] == epoch and r["num_samples"] == grid[0]
-               and r["batch_size"] == batch_sizes[0]][0]
-        ml = np.array([min(batch_sizes) * grid[0], max(batch_sizes) * max(grid)], np.float64)
+                      "osD^v<>"[e_idx % 7] + ("-" if last else ":"), color=f"C{i}", ms=4,
+                      mfc=None if last else "none", label=f"L = {ell}" if last else None)
+        ref = next(r for r in rows if r["epoch"] == epoch and r["num_samples"] == grid[0]
+                   and r["batch_size"] == batch_sizes[0])
         ax.loglog(ml, ref["variance_total"] * ml[0] / ml, color="gray", lw=0.8,
-                  ls="-" if e_idx == len(epochs) - 1 else ":",
-                  label=r"$\propto 1/(ML)$" if e_idx == len(epochs) - 1 else None)
-    ax.set_xlabel("samples per step M x L")
-    ax.set_ylabel(r"total variance $E\|g - Eg\|^2$")
+                  ls="-" if last else ":", label=r"$\propto 1/(ML)$" if last else None)
     ax.set_title(f"against M x L (lines join equal L; solid: epoch {epochs[-1]}, "
                  f"dotted: epoch {epochs[0]})", fontsize=9)
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    common.style_axes(ax, "samples per step M x L", var_label, grid="both")
 
     ax = axes[num_panels - 1]
     ells = np.array(list(times), np.float64)
@@ -375,15 +364,13 @@ def variance_figure(rows: list[dict], times: dict, summary: dict, epochs: list[i
                     [1e3 * max(t) for t in times.values()], color="C0", alpha=0.2,
                     label="min-max")
     ax.loglog(ells, med[0] * ells / ells[0], "--", color="gray", lw=0.8, label=r"$\propto L$")
-    ax.set_xlabel("L latent samples per datapoint")
-    ax.set_ylabel(f"ms per training step (M = {summary['timing_batch_size']})")
     ax.set_title(f"cost of L under vmap (measured here, not a test):\n"
                  f"L={max(grid)} / L={min(grid)} = "
                  f"{summary['timing_relative_to_L1'][str(max(grid))]:.2f}x, "
                  f"slope {summary['timing_slope_vs_L']:.2f}", fontsize=9)
     ax.set_xticks(grid, [str(g) for g in grid])
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
+    common.style_axes(ax, l_label, f"ms per training step (M = {summary['timing_batch_size']})",
+                      grid="both")
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -391,29 +378,26 @@ def variance_figure(rows: list[dict], times: dict, summary: dict, epochs: list[i
 
 
 def _report_section(summary: dict, big_m: int, small_l: int, large_l: int) -> str:
-    budget_key = f"variance_at_equal_budget_ML{big_m * small_l}"
+    keys = _stat_keys(big_m, small_l, large_l)
     table, findings = [], []
     for epoch, stats in summary["per_epoch"].items():
-        budget = stats[budget_key]
+        budget = stats[f"variance_at_equal_budget_ML{big_m * small_l}"]
         name = "untrained" if epoch == "0" else f"after {epoch} epochs"
-        share = stats[f"minibatch_share_at_M{big_m}_L{small_l}"]
-        table.append([
-            name, stats[f"variance_ratio_L{small_l}_vs_L{large_l}_at_M{big_m}"],
-            stats[f"slope_vs_L_at_M{big_m}"], stats[f"slope_vs_M_at_L{small_l}"],
-            stats["slope_vs_ML_all_points"], share, stats["fit_max_relative_error"],
-            ", ".join(f"{k}: {v:.3g}" for k, v in sorted(budget.items())),
-        ])
+        share = stats[keys["minibatch_share"]]
+        table.append([name, stats[keys["variance_ratio"]], stats[keys["slope_vs_L"]],
+                      stats[keys["slope_vs_M"]], stats["slope_vs_ML_all_points"], share,
+                      stats["fit_max_relative_error"],
+                      ", ".join(f"{k}: {v:.3g}" for k, v in sorted(budget.items()))])
         dominant = ("the minibatch term A dominates: more latent samples per datapoint "
                     "barely lower the variance, more datapoints do (about 1/M)"
                     if share >= 0.5 else
                     "the Monte-Carlo term B dominates: the variance falls nearly as 1/(M L), "
                     "and a sample of z buys about as much as a datapoint")
-        best = min(budget, key=budget.get)
         findings.append(f"- **{name}**: {100 * share:.0f}% of the variance at M = {big_m}, "
                         f"L = {small_l} is minibatch noise, so {dominant}. At the budget "
-                        f"M x L = {big_m * small_l} the lowest variance is at {best}.")
-    head = summary["per_epoch"][str(summary["headline_epoch"])]
-    ratio = head[f"variance_ratio_L{small_l}_vs_L{large_l}_at_M{big_m}"]
+                        f"M x L = {big_m * small_l} the lowest variance is at "
+                        f"{min(budget, key=budget.get)}.")
+    ratio = summary["headline_variance_ratio"]
     timing = summary["timing_relative_to_L1"]
     timing_text = ", ".join(f"L = {ell}: {timing[str(ell)]:.2f}x"
                             for ell in summary["num_samples_grid"][1:])
@@ -428,8 +412,8 @@ every L from the running mean of L_max single-sample gradients, one jitted call 
 untrained and after {summary['headline_epoch']} epochs; the plot shows the total variance
 E||g - E g||^2 over all parameters. After training, at M = {big_m} the variance with
 L = {small_l} is **{ratio:.2f}x** that with L = {large_l}: log-log slope
-**{head[f'slope_vs_L_at_M{big_m}']:.2f}** against L, but
-**{head[f'slope_vs_M_at_L{small_l}']:.2f}** against M at L = {small_l} (pure Monte-Carlo
+**{summary['headline_slope_vs_L']:.2f}** against L, but
+**{summary['headline_slope_vs_M']:.2f}** against M at L = {small_l} (pure Monte-Carlo
 noise would give -1 for both). The fit Var = A (N-M)/((N-1) M) + B/(M L) (dashed; A: the
 spread of the per-datapoint gradients, B: the latent-noise variance) splits the two:
 
@@ -453,7 +437,6 @@ grows more slowly than L, but it grows: L = {large_l} costs
 variance.
 Every plotted value is in `mc_samples.csv` and `mc_samples_timing.csv`.
 """
-
 
 
 if __name__ == "__main__":

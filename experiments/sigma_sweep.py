@@ -116,7 +116,6 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     trainer, members = trainer_lib.build(sweep_config, dataset)
     result = common.train(sweep_config, dataset, workdir, "sigma_sweep/fixed", trainer=trainer,
                           members=members)
-    population = members.size
     sweep = _measure(config, result, trainer, members, dataset,
                      np.asarray(members.sigma, np.float64), image_key)
 
@@ -143,31 +142,27 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     active = np.flatnonzero(sweep["active_units"] >= 1)
     summary = {
         "dataset": dataset.name, "num_dims": num_dims, "num_sigmas": len(sigmas),
-        "population": population, "epochs": config.train.num_epochs,
+        "population": members.size, "epochs": config.train.num_epochs,
         "sigma_min": float(sigmas[0]), "sigma_max": float(sigmas[-1]),
         "sigma_elbo_peak": float(sigmas[peak]),
         "sigma_elbo_peak_refined": _refined_peak(sigmas, sweep["elbo"]),
-        "elbo_at_peak": float(sweep["elbo"][peak]),
-        "kl_at_peak": float(sweep["kl"][peak]),
+        "elbo_at_peak": float(sweep["elbo"][peak]), "kl_at_peak": float(sweep["kl"][peak]),
         "sqrt_mse_at_peak": float(np.sqrt(sweep["mse_posterior_mean"][peak])),
         "sqrt_expected_mse_at_peak": float(np.sqrt(sweep["expected_mse"][peak])),
         "sigma_fixed_point": fixed_point(sigmas, sweep["expected_mse"]),
         "sigma_fixed_point_posterior_mean": fixed_point(sigmas, sweep["mse_posterior_mean"]),
-        "learned_sigma": float(learned_sigma[0]),
-        "learned_init_sigma": init_sigma,
-        "learned_elbo": float(learned["elbo"][0]),
-        "learned_kl": float(learned["kl"][0]),
+        "learned_sigma": float(learned_sigma[0]), "learned_init_sigma": init_sigma,
+        "learned_elbo": float(learned["elbo"][0]), "learned_kl": float(learned["kl"][0]),
         "learned_active_units": int(learned["active_units"][0]),
         "learned_sqrt_mse": float(np.sqrt(learned["mse_posterior_mean"][0])),
         "learned_sqrt_expected_mse_test": float(np.sqrt(learned["expected_mse"][0])),
         "learned_sqrt_expected_mse_train": learned_train_rmse,
         "largest_sigma_with_active_unit": float(sigmas[active[-1]]) if active.size else None,
-        "kl_smallest_sigma": float(sweep["kl"][0]),
-        "kl_largest_sigma": float(sweep["kl"][-1]),
-        "active_units_smallest_sigma": int(sweep["active_units"][0]),
-        "active_units_largest_sigma": int(sweep["active_units"][-1]),
         "latent": config.model.latent,
     }
+    for end, i in (("smallest", 0), ("largest", -1)):
+        summary[f"kl_{end}_sigma"] = float(sweep["kl"][i])
+        summary[f"active_units_{end}_sigma"] = int(sweep["active_units"][i])
 
     columns = ["model", "sigma", "test_elbo", "test_recon", "test_kl", "active_units",
                "mse_posterior_mean", "expected_mse_q", "sqrt_mse_posterior_mean",
@@ -231,15 +226,19 @@ def sweep_figure(sigmas: np.ndarray, sweep: dict, summary: dict, *, title: str =
     collapse_from = float(collapsed[0]) if collapsed.size else None
     learned = dict(marker="*", ms=14, color="C2", ls="none", mec="black", mew=0.6)
 
+    def finish(ax, ylabel, title):
+        _mark_sigmas(ax, summary, collapse_from, float(sigmas[-1]))
+        common.style_axes(ax, r"decoder $\sigma$ (fixed per member)", ylabel, title, legend=7,
+                          grid="both")
+
     ax = axes[0, 0]
     ax.semilogx(sigmas, sweep["elbo"], "o-", color="C0", ms=4, label="fixed sigma (population)")
     ax.plot(summary["learned_sigma"], summary["learned_elbo"], **learned,
             label=f"learned sigma: ELBO {summary['learned_elbo']:.1f}")
     ax.set_ylim(max(sweep["elbo"].min(), summary["elbo_at_peak"] - 250),
                 summary["elbo_at_peak"] + 0.08 * (abs(summary["elbo_at_peak"]) + 30))
-    ax.set_ylabel("test ELBO (nats per image)")
-    ax.set_title(f"test ELBO peaks at sigma = {summary['sigma_elbo_peak']:.3g} "
-                 f"({summary['elbo_at_peak']:.1f} nats)")
+    finish(ax, "test ELBO (nats per image)", f"test ELBO peaks at sigma = "
+           f"{summary['sigma_elbo_peak']:.3g} ({summary['elbo_at_peak']:.1f} nats)")
 
     ax = axes[0, 1]
     ax.loglog(sigmas, sweep["mse_posterior_mean"], "o-", color="C0", ms=4,
@@ -251,17 +250,16 @@ def sweep_figure(sigmas: np.ndarray, sweep: dict, summary: dict, *, title: str =
             label="learned-sigma model, E_q MSE")
     ax.set_ylim(0.5 * min(sweep["mse_posterior_mean"].min(), summary["learned_sqrt_mse"] ** 2),
                 2.0 * max(sweep["expected_mse"].max(), sweep["mse_posterior_mean"].max()))
-    ax.set_ylabel("test MSE per pixel")
-    ax.set_title(r"fixed point: E_q MSE($\sigma$) = $\sigma^2$")
+    finish(ax, "test MSE per pixel", r"fixed point: E_q MSE($\sigma$) = $\sigma^2$")
 
     ax = axes[1, 0]
     ax.loglog(sigmas, np.maximum(sweep["kl"], _KL_FLOOR), "o-", color="C4", ms=4,
               label="KL(q(z|x) || p(z))")
     ax.plot(summary["learned_sigma"], max(summary["learned_kl"], _KL_FLOOR), **learned,
             label="learned-sigma model")
-    ax.set_ylabel(f"test KL (nats per image; floor {_KL_FLOOR:g})")
-    ax.set_title(f"KL: {summary['kl_smallest_sigma']:.1f} nats at sigma = "
-                 f"{sigmas[0]:.3g} -> {summary['kl_largest_sigma']:.2g} at {sigmas[-1]:.3g}")
+    finish(ax, f"test KL (nats per image; floor {_KL_FLOOR:g})",
+           f"KL: {summary['kl_smallest_sigma']:.1f} nats at sigma = {sigmas[0]:.3g} -> "
+           f"{summary['kl_largest_sigma']:.2g} at {sigmas[-1]:.3g}")
 
     ax = axes[1, 1]
     ax.semilogx(sigmas, sweep["active_units"], "o-", color="C5", ms=4,
@@ -269,14 +267,8 @@ def sweep_figure(sigmas: np.ndarray, sweep: dict, summary: dict, *, title: str =
     ax.plot(summary["learned_sigma"], summary["learned_active_units"], **learned,
             label="learned-sigma model")
     ax.set_ylim(-0.3, summary["latent"] + 0.5)
-    ax.set_ylabel(f"active latent units (of {summary['latent']})")
-    ax.set_title("active units" + (f": none above sigma = {largest:.3g}" if largest else ""))
-
-    for ax in axes.flat:
-        _mark_sigmas(ax, summary, collapse_from, float(sigmas[-1]))
-        ax.set_xlabel(r"decoder $\sigma$ (fixed per member)")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+    finish(ax, f"active latent units (of {summary['latent']})",
+           "active units" + (f": none above sigma = {largest:.3g}" if largest else ""))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
@@ -342,7 +334,6 @@ sqrt(MSE) = {rows[shown[-1]][8]:.3g}, KL = {rows[shown[-1]][4]:.2g} nats{last_ro
 
 Every sigma is in `sigma_sweep.csv`; the numbers quoted here are in `sigma_sweep.json`.
 """
-
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from vaejax.models import VAE
 
 NUM_STEPS = 40  # the smoke config's
 CASES = ("sgd_rescaled", "sgd_same_lr", "adam_same_lr", "adam_same_lr_small_eps",
-         "sgd_rescaled_float64")
+         "sgd_rescaled_float64", "sgd_rescaled_bfloat16")
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,11 @@ def test_rescaled_sgd_coincides_to_rounding(smoke_run):
     assert summary["sgd_rescaled_min_displacement"] > 1e3 * summary["sgd_rescaled_final_max_diff"]
     # float64 control: the same run with 2^-52 rounding.
     assert summary["sgd_rescaled_float64_final_max_diff"] < 1e-12
+    # A bfloat16 model on float32 weights: the trajectories agree only to bfloat16 rounding
+    # (eps 2^-7 relative per gradient; 40 steps of size <= 0.4 bound the gap by ~0.4 * eps),
+    # which is far above float32's gap: the model really ran in bfloat16.
+    bf16 = summary["sgd_rescaled_bfloat16_final_max_diff"]
+    assert 100 * summary["sgd_rescaled_final_max_diff"] < bf16 < 0.4 * 2.0**-7
     # The CSV holds what the figure shows; its last row per case matches the summary.
     last = [r for r in rows if r["case"] == "sgd_rescaled" and int(r["step"]) == NUM_STEPS][0]
     assert max(float(last["max_abs_diff_a_b"]), float(last["max_abs_diff_a_c"])) == (

@@ -36,6 +36,11 @@ def test_main_job_smoke_writes_report(tmp_path):
     assert summary["mse_min_cosine_float32"] >= 1 - 1e-6
     assert summary["mse_max_relative_error_float32"] <= 1e-5
     assert summary["mse_max_relative_error_float64"] <= 1e-12
+    # The decoder run in bfloat16: the identity holds to bfloat16 rounding (eps 2^-7), and the
+    # error is at that scale (well above float32's), so the decoder really ran in bfloat16.
+    bf16_eps = 2.0**-7
+    assert 1e-4 < summary["mse_max_relative_error_bfloat16"] <= 2 * bf16_eps
+    assert summary["mse_min_cosine_bfloat16"] >= 1 - bf16_eps
     # The L-sample estimator, a trained decoder and the encoder path obey the same identity;
     # the full -ELBO's encoder gradient does not (the KL does not scale with 1/sigma^2).
     assert summary["estimator_max_relative_error"] <= 1e-5
@@ -47,7 +52,7 @@ def test_main_job_smoke_writes_report(tmp_path):
     report = (run / "report.md").read_text()
     assert "![gradient ratio against sigma](gradient_equivalence.png)" in report
     rows = (run / "gradient_equivalence.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + 2 * 8 * 2  # header + dtypes x sigmas x samples (smoke config)
+    assert len(rows) == 1 + 3 * 8 * 2  # header + 3 dtypes x sigmas x samples (smoke config)
     # No temporary files are left behind by the atomic writers.
     assert not list(run.glob(".*.tmp"))
 

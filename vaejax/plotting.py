@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import ml_dtypes
 import numpy as np
 
 
@@ -67,8 +68,11 @@ def gradient_equivalence_figure(
             floor = 1e-18
             ax.loglog(sigmas, _floor(values.max(axis=1), floor), "-", color=f"C{i}",
                       label=f"{label} (max over samples)")
-        ax.axhline(np.finfo(np.float32).eps, color="gray", lw=0.8, ls="--")
-        ax.text(sigmas[0], np.finfo(np.float32).eps * 1.5, "float32 eps", fontsize=7, color="gray")
+        for dtype in ("float32", "bfloat16"):
+            if dtype == "float32" or dtype in data:
+                eps = float(ml_dtypes.finfo(dtype).eps)
+                ax.axhline(eps, color="gray", lw=0.8, ls="--")
+                ax.text(sigmas[0], eps * 1.5, f"{dtype} eps", fontsize=7, color="gray")
         ax.set_xlabel(r"decoder $\sigma$")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.set_title(panel)

@@ -33,20 +33,12 @@ import jax
 import ml_collections
 
 from experiments import common
-from experiments.aevb import figures
-from experiments.aevb.training import (
-    METHOD_LABELS,
-    RECORD_KEYS,
-    eval_schedule,
-    latent_groups,
-    load_panel,
-    train_arms,
-)
+from experiments.aevb import figures, training
 from experiments.configs.aevb_common import GROUP_FIELDS, PANEL_KEYS
 from vaejax.config import validate_group
 
-FIG2_COLUMNS = RECORD_KEYS[:-2]
-FIG3_COLUMNS = RECORD_KEYS
+FIG2_COLUMNS = training.RECORD_KEYS[:-2]
+FIG3_COLUMNS = training.RECORD_KEYS
 
 
 def _steps(samples: int, batch_size: int) -> int:
@@ -70,28 +62,38 @@ def check_panels(config: ml_collections.ConfigDict) -> dict[str, ml_collections.
     return {name: panels[name] for name in panels}
 
 
+def _train(timing: dict, label: str, *args, **kwargs):
+    """:func:`.training.train_arms`, its seconds and model-steps added to ``timing``."""
+    trained = training.train_arms(*args, label=label, **kwargs)
+    timing["train_seconds"] += trained.train_seconds
+    timing["member_steps"] += trained.member_steps
+    timing["populations"].append({"population": label, "seconds": trained.train_seconds,
+                                  "iwae_seconds": trained.iwae_seconds,
+                                  "member_steps": trained.member_steps})
+    return trained
+
+
 def train_panel(name, panel, config, data, workdir, timing) -> dict:
     """Every latent size with AEVB (and wake-sleep): records of figure 2 and the models."""
     exp, batch = config.aevb, config.train.batch_size
     num_train = int(data.train.shape[0])
     total = _steps(exp.num_train_samples, batch)
     select = min(_steps(exp.select_samples, batch), total)
-    eval_steps = eval_schedule(min(_steps(exp.first_eval_samples, batch), total), total,
-                               exp.num_eval_points, (select,))
+    first = min(_steps(exp.first_eval_samples, batch), total)
+    eval_steps = training.eval_schedule(first, total, exp.num_eval_points, (select,))
     plan = [("aevb", sorted(set(panel.latent_sizes) | {exp.manifold_latent}
                             | set(exp.sample_latents)))]
     if exp.wake_sleep:
         plan.append(("wake_sleep", sorted(set(panel.latent_sizes))))
     records, models = [], {}
     for method, sizes in plan:
-        for group in latent_groups(sizes, exp.pad_ratio):
-            label = f"{name} {METHOD_LABELS[method]} Nz={','.join(map(str, group))}"
-            trained = train_arms(
-                config, panel, data, workdir, panel_name=name,
-                name=f"{name}/{method}-{'-'.join(map(str, group))}", method=method,
-                hidden=panel.hidden, arms=[(z, num_train) for z in group], total_steps=total,
-                select_steps=select, eval_steps=eval_steps, label=label)
-            _account(timing, label, trained)
+        for group in training.latent_groups(sizes, exp.pad_ratio):
+            nz = [str(z) for z in group]
+            trained = _train(
+                timing, f"{name} {training.METHOD_LABELS[method]} Nz={','.join(nz)}", config,
+                panel, data, workdir, panel_name=name, name=f"{name}/{method}-{'-'.join(nz)}",
+                method=method, hidden=panel.hidden, arms=[(z, num_train) for z in group],
+                total_steps=total, select_steps=select, eval_steps=eval_steps)
             records += trained.records
             for m, latent in enumerate(group):
                 models[(method, latent)] = (trained.trainer, *trained.member(m))
@@ -102,71 +104,53 @@ def train_panel(name, panel, config, data, workdir, timing) -> dict:
 def train_fig3(name, panel, config, data, workdir, timing) -> dict:
     """Nz = fig3_latent, fig3_hidden units, on the first n training examples for each n."""
     exp, batch = config.aevb, config.train.batch_size
-    num_train = int(data.train.shape[0])
-    sizes = sorted({min(int(n), num_train) for n in exp.fig3_train_sizes})
+    sizes = sorted({min(int(n), int(data.train.shape[0])) for n in exp.fig3_train_sizes})
     total = _steps(exp.fig3_num_train_samples, batch)
     select = min(_steps(exp.select_samples, batch), total)
-    eval_steps = eval_schedule(min(_steps(exp.fig3_first_eval_samples, batch), total), total,
-                               exp.fig3_num_eval_points, ())
+    first = min(_steps(exp.fig3_first_eval_samples, batch), total)
+    eval_steps = training.eval_schedule(first, total, exp.fig3_num_eval_points, ())
     iwae = {"steps": set(eval_steps) | {total}, "num_samples": exp.fig3_iwae_samples,
             "chunk_size": min(exp.fig3_iwae_chunk, exp.fig3_iwae_samples),
             "num_examples": exp.fig3_iwae_examples}
     records = []
     for method in ["aevb"] + (["wake_sleep"] if exp.wake_sleep else []):
-        label = f"fig3 {METHOD_LABELS[method]}"
-        trained = train_arms(
-            config, panel, data, workdir, panel_name=name, name=f"fig3/{method}",
-            method=method, hidden=exp.fig3_hidden, arms=[(exp.fig3_latent, n) for n in sizes],
-            total_steps=total, select_steps=select, eval_steps=eval_steps, iwae=iwae,
-            label=label)
-        _account(timing, label, trained)
-        records += trained.records
+        records += _train(
+            timing, f"fig3 {training.METHOD_LABELS[method]}", config, panel, data, workdir,
+            panel_name=name, name=f"fig3/{method}", method=method, hidden=exp.fig3_hidden,
+            arms=[(exp.fig3_latent, n) for n in sizes], total_steps=total, select_steps=select,
+            eval_steps=eval_steps, iwae=iwae).records
     num_examples = min(exp.fig3_iwae_examples, int(data.test_eval.shape[0]), sizes[0])
     return {"records": records, "train_sizes": sizes, "total_steps": total,
             "select_steps": select, "iwae_examples": num_examples}
 
 
-def _account(timing: dict, label: str, trained) -> None:
-    timing["train_seconds"] += trained.train_seconds
-    timing["member_steps"] += trained.member_steps
-    timing["populations"].append({"population": label, "seconds": trained.train_seconds,
-                                  "iwae_seconds": trained.iwae_seconds,
-                                  "member_steps": trained.member_steps})
-
-
 def final_bounds(records, results) -> dict:
     """{panel: {method: {latent: {train, test, learning_rate}}}} at the last step."""
     final: dict = {}
-    for name, result in results.items():
-        for r in records:
-            if r["panel"] == name and r["step"] == result["total_steps"] and r["selected"]:
-                final.setdefault(name, {}).setdefault(r["method"], {})[str(r["latent"])] = {
-                    "train": r["train_bound"], "test": r["test_bound"],
-                    "learning_rate": r["learning_rate"]}
+    for r in records:
+        if r["selected"] and r["step"] == results[r["panel"]]["total_steps"]:
+            final.setdefault(r["panel"], {}).setdefault(r["method"], {})[str(r["latent"])] = {
+                "train": r["train_bound"], "test": r["test_bound"],
+                "learning_rate": r["learning_rate"]}
     return final
 
 
 def comparison(final: dict) -> dict:
     """AEVB minus wake-sleep test and train bounds, per panel and latent size."""
-    out = {}
-    for name, methods in final.items():
-        for latent, ws in methods.get("wake_sleep", {}).items():
-            ae = methods["aevb"][latent]
-            out[f"{name}/{latent}"] = {"test_gap": ae["test"] - ws["test"],
-                                       "train_gap": ae["train"] - ws["train"]}
-    return out
+    return {f"{name}/{latent}": {f"{split}_gap": methods["aevb"][latent][split] - ws[split]
+                                 for split in ("test", "train")}
+            for name, methods in final.items()
+            for latent, ws in methods.get("wake_sleep", {}).items()}
 
 
 def fig3_final(records) -> dict:
     """{method: {num_train: {train_iwae, test_iwae, train_bound, test_bound}}} at the end."""
     last = max(r["step"] for r in records)
+    keys = ("train_iwae", "test_iwae", "train_bound", "test_bound", "learning_rate")
     final: dict = {}
     for r in records:
         if r["step"] == last and r["selected"]:
-            final.setdefault(r["method"], {})[str(r["num_train"])] = {
-                "train_iwae": r["train_iwae"], "test_iwae": r["test_iwae"],
-                "train_bound": r["train_bound"], "test_bound": r["test_bound"],
-                "learning_rate": r["learning_rate"]}
+            final.setdefault(r["method"], {})[str(r["num_train"])] = {k: r[k] for k in keys}
     return final
 
 
@@ -179,18 +163,21 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     timing = {"train_seconds": 0.0, "member_steps": 0, "populations": []}
     phases: dict[str, float] = {}
     results, data = {}, {}
+
+    def save(stem, columns, rows, fig):
+        common.write_csv(workdir / f"{stem}.csv", columns, rows)
+        common.save_figure(fig, workdir / stem)
+
     for name, panel in panels.items():
         tic = time.perf_counter()
-        data[name] = load_panel(config, panel)
+        data[name] = training.load_panel(config, panel)
         results[name] = train_panel(name, panel, config, data[name], workdir, timing)
         phases[f"figure 2: {name}"] = time.perf_counter() - tic
 
     fig2_rows = [r for name in results for r in results[name]["records"]]
-    common.write_csv(workdir / "aevb_fig2.csv", FIG2_COLUMNS,
-                     [[r[k] for k in FIG2_COLUMNS] for r in fig2_rows])
     final = final_bounds(fig2_rows, results)
-    common.save_figure(figures.figure2(fig2_rows, panels, results, config),
-                       workdir / "aevb_fig2")
+    save("aevb_fig2", FIG2_COLUMNS, [[r[k] for k in FIG2_COLUMNS] for r in fig2_rows],
+         figures.figure2(fig2_rows, panels, results, config))
 
     fig3 = None
     fig3_name = exp.fig3_panel
@@ -201,34 +188,26 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
                              f"({', '.join(panels)}).")
         tic = time.perf_counter()
         fig3 = train_fig3(fig3_name, panels[fig3_name], config, data[fig3_name], workdir, timing)
-        common.write_csv(workdir / "aevb_fig3.csv", FIG3_COLUMNS,
-                         [[r[k] for k in FIG3_COLUMNS] for r in fig3["records"]])
         fig3["final"] = fig3_final(fig3["records"])
-        common.save_figure(figures.figure3(fig3["records"], fig3, panels[fig3_name], config),
-                           workdir / "aevb_fig3")
+        save("aevb_fig3", FIG3_COLUMNS, [[r[k] for k in FIG3_COLUMNS] for r in fig3["records"]],
+             figures.figure3(fig3["records"], fig3, panels[fig3_name], config))
         phases["figure 3"] = time.perf_counter() - tic
 
     tic = time.perf_counter()
-    datasets = {name: (data[name].dataset,) for name in panels}
-    manifolds = {name: figures.manifold(results[name]["models"][("aevb", exp.manifold_latent)],
-                                        config)
-                 for name in panels if ("aevb", exp.manifold_latent) in results[name]["models"]}
-    manifold_rows = [[name, i, j, z1, z2, *pixels] for name, m in manifolds.items()
-                     for (i, j, z1, z2), pixels in zip(m["coords"], m["images"], strict=True)]
-    max_dims = max(data[name].dataset.num_dims for name in panels)
-    common.write_csv(workdir / "aevb_fig4.csv",
-                     ["panel", "row", "col", "z1", "z2", *[f"x{d}" for d in range(max_dims)]],
-                     manifold_rows)
-    common.save_figure(figures.figure4(manifolds, panels, datasets, config),
-                       workdir / "aevb_fig4")
+    datasets = {name: data[name].dataset for name in panels}
+    pixels = [f"x{d}" for d in range(max(d.num_dims for d in datasets.values()))]
+    key = ("aevb", exp.manifold_latent)
+    manifolds = {name: figures.manifold(results[name]["models"][key], config)
+                 for name in panels if key in results[name]["models"]}
+    save("aevb_fig4", ["panel", "row", "col", "z1", "z2", *pixels],
+         [[name, *coords, *image] for name, m in manifolds.items()
+          for coords, image in zip(m["coords"], m["images"], strict=True)],
+         figures.figure4(manifolds, panels, datasets, config))
     samples = {name: figures.sample_images(results[name]["models"], config) for name in panels}
-    sample_rows = [[name, latent, i, *pixels] for name, per_latent in samples.items()
-                   for latent, images in per_latent.items()
-                   for i, pixels in enumerate(images)]
-    common.write_csv(workdir / "aevb_fig5.csv",
-                     ["panel", "latent", "sample", *[f"x{d}" for d in range(max_dims)]],
-                     sample_rows)
-    common.save_figure(figures.figure5(samples, panels, datasets, config), workdir / "aevb_fig5")
+    save("aevb_fig5", ["panel", "latent", "sample", *pixels],
+         [[name, latent, i, *image] for name, per_latent in samples.items()
+          for latent, images in per_latent.items() for i, image in enumerate(images)],
+         figures.figure5(samples, panels, datasets, config))
     phases["figures 4 and 5"] = time.perf_counter() - tic
 
     wall = time.perf_counter() - wall_start
@@ -238,7 +217,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
         "panels": {name: {"label": panels[name].label, "dataset": panels[name].dataset,
                           "likelihood": panels[name].likelihood, "hidden": panels[name].hidden,
                           "num_train": results[name]["num_train"],
-                          "num_test": int(data[name].dataset.test.shape[0]),
+                          "num_test": int(datasets[name].test.shape[0]),
                           "transform": data[name].transform,
                           "total_samples": results[name]["total_steps"] * batch,
                           "select_samples": results[name]["select_steps"] * batch}
@@ -249,15 +228,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
             "panel": fig3_name, "train_sizes": fig3["train_sizes"],
             "iwae_samples": exp.fig3_iwae_samples, "iwae_examples": fig3["iwae_examples"],
             "total_samples": fig3["total_steps"] * batch, "final": fig3["final"]},
-        "wall_seconds": wall,
-        "train_seconds": timing["train_seconds"],
-        "member_steps": timing["member_steps"],
-        "phase_seconds": phases,
-        "populations": timing["populations"],
+        "wall_seconds": wall, "phase_seconds": phases, **timing,
         "training_samples": samples_trained,
         "samples_per_second": samples_trained / max(timing["train_seconds"], 1e-9),
-        "devices": jax.device_count(),
-        "platform": jax.devices()[0].platform,
+        "devices": jax.device_count(), "platform": jax.devices()[0].platform,
     }
     common.write_json(workdir / "aevb.json", summary)
     common.save_config(config, workdir / "aevb_config.json")

@@ -36,6 +36,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from experiments import common
+from experiments.configs.aevb_common import PANEL_KEYS
 from vaejax import sharding
 from vaejax import trainer as trainer_lib
 
@@ -78,16 +79,10 @@ def transform_copy(key: jax.Array, x: jax.Array, panel) -> jax.Array:
 def panel_config(config, panel):
     """The training config of a panel: the panel's data and model keys over the config's."""
     out = config.copy_and_resolve_references()
-    for key, (group, field) in _panel_keys().items():
+    for key, (group, field) in PANEL_KEYS.items():
         if group != "aevb":
             out[group][field] = panel[key]
     return out
-
-
-def _panel_keys():
-    from experiments.configs.aevb_common import PANEL_KEYS
-
-    return PANEL_KEYS
 
 
 def load_panel(config, panel) -> PanelData:
@@ -179,19 +174,15 @@ class Trained:
 
 
 def train_arms(config, panel, data: PanelData, workdir: str | Path, *, panel_name: str,
-               name: str, method: str,
-               hidden: int, arms: Sequence[tuple[int, int]], total_steps: int,
-               select_steps: int, eval_steps: Sequence[int], iwae: dict | None = None,
-               label: str = "") -> Trained:
+               name: str, method: str, hidden: int, arms: Sequence[tuple[int, int]],
+               total_steps: int, select_steps: int, eval_steps: Sequence[int],
+               iwae: dict | None = None, label: str = "") -> Trained:
     """Trains one member per (latent, num_train) arm; picks each arm's step size; goes on.
 
     Args:
       config: the experiment config (``config.aevb`` and the training keys).
-      panel: the data-set panel.
-      data: its data.
-      workdir: checkpoints go to ``<workdir>/checkpoints/aevb/<name>/{select,train}``.
-      panel_name: the panel's name (in the records).
-      name: names the run (checkpoints).
+      panel, data: the data-set panel and its data; ``panel_name`` goes in the records.
+      workdir, name: checkpoints go to ``<workdir>/checkpoints/aevb/<name>/{select,train}``.
       method: "aevb" or "wake_sleep".
       hidden: hidden units of both networks.
       arms: (latent, num_train) of each kept member.
@@ -221,7 +212,6 @@ def train_arms(config, panel, data: PanelData, workdir: str | Path, *, panel_nam
     if len(rates) == 1:
         select_steps = 0
     candidates = rates if select_steps else rates[:1]
-    count = len(arms)
 
     def members_for(learning_rates):  # member m: arm m of the step sizes given
         latent = [a[0] for a in arms]
@@ -293,7 +283,7 @@ def train_arms(config, panel, data: PanelData, workdir: str | Path, *, panel_nam
             for r in run.history:
                 r["selected"] = int(choice[r["arm"]] == c)
             records += run.history
-        arm = jnp.arange(count)
+        arm = jnp.arange(len(arms))
         state = jax.tree.map(lambda *leaves: jnp.stack(leaves)[jnp.asarray(choice), arm],
                              *[run.state for run in runs])
         members = members_for([candidates[c] for c in choice])

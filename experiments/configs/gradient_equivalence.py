@@ -35,6 +35,7 @@ GROUP = {
     "sigma_max": Field(1e2, (REAL,), positive_real),
     "num_samples": Field(16, (INT,), positive_int, "L latent samples per sigma: a vmapped axis"),
     "float64": Field(True, (BOOL,), doc="repeat the measurement in float64"),
+    "bfloat16": Field(True, (BOOL,), doc="repeat it with the decoder computed in bfloat16"),
     "estimator_samples": Field((1, 4, 16, 64), (TUPLE,), doc="L of the L-sample estimator"),
     "num_repeats": Field(4, (INT,), positive_int, "independent draws per estimator L"),
 }

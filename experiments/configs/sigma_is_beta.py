@@ -47,6 +47,7 @@ GROUP = {
     "adam_small_eps": Field(1e-14, (REAL,), positive_real,
                             "a second Adam case: how much of its gap is eps"),
     "float64": Field(True, (BOOL,), doc="repeat rescaled SGD in float64: the gap is rounding"),
+    "bfloat16": Field(True, (BOOL,), doc="repeat rescaled SGD with the model in bfloat16"),
 }
 
 
