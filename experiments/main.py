@@ -35,6 +35,7 @@ EXPERIMENTS = (
     ("5. How many Monte-Carlo samples?", "mc_samples"),
     ("6. The learned-variance trap", "learned_variance"),
     ("7. AEVB figures 2-5: AEVB against wake-sleep", "aevb"),
+    ("8. The dictionary of reconstruction losses", "loss_dictionary"),
 )
 _SETTINGS = "main_settings.json"
 

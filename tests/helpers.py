@@ -113,3 +113,37 @@ def run_python(args, *, cwd=REPO, timeout=300, check=True, cache_dir=None):
     if check:
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
+
+
+def record_fits(monkeypatch) -> list:
+    """Wraps ``experiments.common.train`` so that every FitResult it returns is recorded.
+
+    Returns the list the results are appended to (e.g. to check that a rerun resumed each
+    training from its checkpoint without taking a step).
+    """
+    from experiments import common
+
+    fits, train = [], common.train
+
+    def spy(*args, **kwargs):
+        fits.append(train(*args, **kwargs))
+        return fits[-1]
+
+    monkeypatch.setattr(common, "train", spy)
+    return fits
+
+
+def wait_for(process, log, expected: int = 0, timeout: float = 300) -> str:
+    """Waits for a subprocess writing to the file ``log``; asserts its exit code.
+
+    Kills it if it outlives ``timeout`` seconds. Returns the log's text.
+    """
+    try:
+        returncode = process.wait(timeout=timeout)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    output = Path(log).read_text()
+    assert returncode == expected, f"exit {returncode}, expected {expected}:\n{output[-3000:]}"
+    return output

@@ -341,6 +341,10 @@ CONFIG_CASES = {
                               "train.decay_epochs"),
     "frey_face_without_path": (dict(data__dataset="frey_face"), FileNotFoundError,
                                "data.data_path"),
+    "beta_head_on_data_at_one": (dict(model__likelihood="beta"), ValueError, "data.squeeze"),
+    "squeeze_half": (dict(data__squeeze=0.5), ValueError, "data.squeeze"),
+    "sigma_floor_unknown": (dict(model__sigma_floor="smooth"), ValueError,
+                            "model.sigma_floor"),
 }
 
 

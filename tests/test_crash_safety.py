@@ -39,7 +39,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from helpers import REPO, restore
+from helpers import REPO, restore, wait_for
 
 from vaejax import train
 
@@ -65,18 +65,6 @@ def _start(workdir: Path, log: Path, cache: Path, **faults) -> subprocess.Popen:
     with open(log, "w") as out:  # a file, not a pipe that nobody drains
         return subprocess.Popen([sys.executable, str(HELPER), *FLAGS, f"--workdir={workdir}"],
                                 cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait(process: subprocess.Popen, log: Path, expected: int, timeout: float = 300) -> str:
-    try:
-        returncode = process.wait(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = log.read_text()
-    assert returncode == expected, f"exit {returncode}, expected {expected}:\n{output[-3000:]}"
-    return output
 
 
 def _step_folders(workdir: Path) -> list[Path]:
@@ -140,7 +128,7 @@ def test_killed_four_times_and_stopped_by_a_nan_then_equal_to_an_uninterrupted_r
 
     def attempt(name: str, expected: int, **faults) -> str:
         log = tmp_path / f"{name}.log"
-        return _wait(_start(crashed, log, cache, **faults), log, expected)
+        return wait_for(_start(crashed, log, cache, **faults), log, expected)
 
     # 1. Killed while checkpoint e1 is being written, before any array.
     e1 = int(rng.integers(2, 5))
@@ -181,7 +169,7 @@ def test_killed_four_times_and_stopped_by_a_nan_then_equal_to_an_uninterrupted_r
             time.sleep(0.005)
         time.sleep(rng.uniform(0.0, 0.15))  # epochs take ~0.15 s: mostly inside a step
         victim.send_signal(signal.SIGKILL)
-        output = _wait(victim, log, KILLED)
+        output = wait_for(victim, log, KILLED)
     finally:
         if victim.poll() is None:
             victim.kill()
@@ -208,7 +196,7 @@ def test_killed_four_times_and_stopped_by_a_nan_then_equal_to_an_uninterrupted_r
     # The same command once more: to the end.
     output = attempt("final", 0)
     assert _resumed_from(output) == newest
-    _wait(reference, tmp_path / "uninterrupted.log", 0)
+    wait_for(reference, tmp_path / "uninterrupted.log", 0)
 
     step, state = _restore(crashed)
     reference_step, reference_state = _restore(uninterrupted)

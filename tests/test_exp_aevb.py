@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 import scipy.io
 import scipy.stats
+from helpers import record_fits
 
 from experiments import aevb, common
 from experiments.aevb import training
@@ -314,14 +315,7 @@ def test_rerun_in_the_same_workdir_resumes_every_training(smoke, monkeypatch):
     config, workdir, summary = smoke
     csvs = {f: (workdir / f"{f}.csv").read_text() for f in ("aevb_fig2", "aevb_fig3",
                                                              "aevb_fig4", "aevb_fig5")}
-    fits = []
-
-    def spy(*args, **kwargs):
-        fits.append(train(*args, **kwargs))
-        return fits[-1]
-
-    train = common.train
-    monkeypatch.setattr(common, "train", spy)
+    fits = record_fits(monkeypatch)
     again = aevb.run(config, workdir)
     assert fits and all(f.resumed_from is not None and f.block_steps == [] for f in fits)
     assert again["member_steps"] == 0  # no step was taken in this process

@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import record_fits
 
-from experiments import common, learned_variance
+from experiments import learned_variance
 from experiments.configs import learned_variance as learned_variance_config
 from vaejax.data import load_dataset
 from vaejax.models import VAE
@@ -154,14 +155,7 @@ def test_rerun_in_the_same_workdir_resumes_with_the_curves(smoke_run, monkeypatc
     is saved with the state): the same numbers and curves come out without retraining."""
     workdir, config, summary, _, _ = smoke_run
     curves = (workdir / "learned_variance_training.csv").read_text()
-    fits = []
-
-    def spy(*args, **kwargs):
-        fits.append(train(*args, **kwargs))
-        return fits[-1]
-
-    train = common.train
-    monkeypatch.setattr(common, "train", spy)
+    fits = record_fits(monkeypatch)
     again = learned_variance.run(config, workdir)
     assert len(fits) == len(MODELS)
     assert all(f.resumed_from is not None and f.block_steps == [] for f in fits)

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import record_fits
 from jax.flatten_util import ravel_pytree
 
 from experiments import common, mc_samples
@@ -89,14 +90,7 @@ def test_rerun_in_the_same_workdir_resumes_with_the_measured_rows(smoke, monkeyp
     (the fit history is saved with the state): the same variances without retraining."""
     config, workdir, summary = smoke
     variances = (workdir / "mc_samples.csv").read_text()
-    fits = []
-
-    def spy(*args, **kwargs):
-        fits.append(train(*args, **kwargs))
-        return fits[-1]
-
-    train = common.train
-    monkeypatch.setattr(common, "train", spy)
+    fits = record_fits(monkeypatch)
     again = mc_samples.run(config, workdir)
     (fit,) = fits
     assert fit.resumed_from is not None and fit.block_steps == []

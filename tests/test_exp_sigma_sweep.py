@@ -15,9 +15,9 @@ import math
 
 import numpy as np
 import pytest
-from helpers import checkpoint_steps
+from helpers import checkpoint_steps, record_fits
 
-from experiments import common, sigma_sweep
+from experiments import sigma_sweep
 from experiments.configs.sigma_sweep import get_config
 
 
@@ -115,14 +115,7 @@ def test_rerun_in_the_same_workdir_resumes_from_the_checkpoints(smoke, digits, m
     folders = [workdir / "checkpoints" / "sigma_sweep" / m for m in ("fixed", "learned")]
     num_steps = config.train.num_epochs * (digits.train.shape[0] // config.train.batch_size)
     assert [checkpoint_steps(f) for f in folders] == [[num_steps]] * 2
-    fits = []
-
-    def spy(*args, **kwargs):
-        fits.append(train(*args, **kwargs))
-        return fits[-1]
-
-    train = common.train
-    monkeypatch.setattr(common, "train", spy)
+    fits = record_fits(monkeypatch)
     again = sigma_sweep.run(config, workdir)
     assert [(f.resumed_from, f.block_steps) for f in fits] == [(num_steps, [])] * 2
     assert again == summary

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from helpers import REPO, checkpoint_steps, cli_env
+from helpers import REPO, checkpoint_steps, cli_env, wait_for
 
 ONLY = ("--only", "gradient_equivalence", "sigma_sweep")
 
@@ -28,18 +28,6 @@ def _start(results: Path, log: Path, cache: Path, *flags) -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-m", "experiments.main", "--smoke", *ONLY,
                                  "--results", str(results), *flags], cwd=REPO,
                                 env=cli_env(cache), stdout=out, stderr=subprocess.STDOUT)
-
-
-def _wait(process, log: Path, expected=0, timeout=600) -> str:
-    try:
-        returncode = process.wait(timeout=timeout)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    output = log.read_text()
-    assert returncode == expected, output[-3000:]
-    return output
 
 
 def _report(run: Path) -> str:
@@ -72,8 +60,8 @@ def test_killed_main_job_resumes_and_writes_the_uninterrupted_report(tmp_path):
 
     reference = _start(reference_root, tmp_path / "reference.log", cache)
     resumed = _start(killed_root, tmp_path / "resumed.log", cache)
-    output = _wait(resumed, tmp_path / "resumed.log")
-    _wait(reference, tmp_path / "reference.log")
+    output = wait_for(resumed, tmp_path / "resumed.log", timeout=600)
+    wait_for(reference, tmp_path / "reference.log", timeout=600)
     assert f"resuming the unfinished run {run}" in output, output[-3000:]
     assert "gradient_equivalence] wrote" not in output  # the finished experiment was skipped
     assert min(checkpoint_steps(checkpoints)) >= min(killed_at)
@@ -85,5 +73,5 @@ def test_killed_main_job_resumes_and_writes_the_uninterrupted_report(tmp_path):
     # A third call starts nothing new: the run is finished, so a new run would begin;
     # --name resumes the finished one and only rewrites the report.
     again = _start(killed_root, tmp_path / "again.log", cache, "--name", run.name)
-    _wait(again, tmp_path / "again.log")
+    wait_for(again, tmp_path / "again.log", timeout=600)
     assert _report(run) == _report(reference_run)

@@ -17,14 +17,42 @@ Likelihoods (:mod:`vaejax.likelihoods`), log p(x | decoder output) in nats per e
     continuous_bernoulli_log_likelihood
     continuous_bernoulli_log_normalizer
     continuous_bernoulli_mean
+    laplace_log_likelihood
+    laplace_log_likelihood_from_log_scale
+    laplace_log_likelihood_optimal_scale
+    logistic_log_likelihood
+    logistic_log_likelihood_from_log_scale
+    beta_log_likelihood
+    huber_log_likelihood
+    huber_log_normalizer
     checked
+
+Likelihoods of k-level discrete data (:mod:`vaejax.discretized`), exact: bits/dim without
+dequantisation:
+
+    discretized_gaussian_log_likelihood
+    discretized_gaussian_log_likelihood_from_log_scale
+    discretized_logistic_log_likelihood
+    discretized_logistic_log_likelihood_from_log_scale
+    discretized_logistic_mixture_log_likelihood
+    categorical_log_likelihood
+    discretized_mean
+    discretized_logistic_mixture_mean
+    categorical_mean
+    quantize
+    to_levels
 
 Loss views and converters (:mod:`vaejax.likelihoods`):
 
     sse
     mse
     bce
+    mae
+    sae
+    huber
     optimal_sigma
+    optimal_laplace_scale
+    soft_clip_log_scale
     beta_from_sigma
     sigma_from_beta
     nats_to_bits_per_dim
@@ -53,11 +81,15 @@ Gradient estimators for the encoder (:mod:`vaejax.estimators`):
     dreg_iwae
     gradient_snr
 
-Gradient equivalence of -log N and MSE / SSE (:mod:`vaejax.equivalence`):
+Gradient equivalence of -log N and MSE / SSE, -log Laplace and MAE / SAE
+(:mod:`vaejax.equivalence`):
 
     EquivalenceReport
     GradientComparison
     compare_gradients
+    LaplaceEquivalenceReport
+    compare_laplace_gradients
+    compare_loss_gradients
 
 Modules not re-exported here: :mod:`vaejax.linear_gaussian` (the exact linear-Gaussian
 VAE), :mod:`vaejax.heads` (the likelihood-head registry), :mod:`vaejax.models` (Flax
@@ -68,8 +100,28 @@ To add a module: import its names below and list them, in a group, both here and
 ``__all__`` (tests/test_public_api.py checks that the two lists agree).
 """
 
+from vaejax.discretized import (
+    categorical_log_likelihood,
+    categorical_mean,
+    discretized_gaussian_log_likelihood,
+    discretized_gaussian_log_likelihood_from_log_scale,
+    discretized_logistic_log_likelihood,
+    discretized_logistic_log_likelihood_from_log_scale,
+    discretized_logistic_mixture_log_likelihood,
+    discretized_logistic_mixture_mean,
+    discretized_mean,
+    quantize,
+    to_levels,
+)
 from vaejax.elbo import ElboTerms, elbo, iwae_bound, reparameterize
-from vaejax.equivalence import EquivalenceReport, GradientComparison, compare_gradients
+from vaejax.equivalence import (
+    EquivalenceReport,
+    GradientComparison,
+    LaplaceEquivalenceReport,
+    compare_gradients,
+    compare_laplace_gradients,
+    compare_loss_gradients,
+)
 from vaejax.estimators import (
     GradientEstimate,
     GradientSNR,
@@ -89,6 +141,7 @@ from vaejax.likelihoods import (
     bce,
     bernoulli_log_likelihood,
     beta_from_sigma,
+    beta_log_likelihood,
     checked,
     continuous_bernoulli_log_likelihood,
     continuous_bernoulli_log_normalizer,
@@ -96,10 +149,22 @@ from vaejax.likelihoods import (
     gaussian_log_likelihood,
     gaussian_log_likelihood_from_log_sigma,
     gaussian_log_likelihood_optimal_sigma,
+    huber,
+    huber_log_likelihood,
+    huber_log_normalizer,
+    laplace_log_likelihood,
+    laplace_log_likelihood_from_log_scale,
+    laplace_log_likelihood_optimal_scale,
+    logistic_log_likelihood,
+    logistic_log_likelihood_from_log_scale,
+    mae,
     mse,
     nats_to_bits_per_dim,
+    optimal_laplace_scale,
     optimal_sigma,
+    sae,
     sigma_from_beta,
+    soft_clip_log_scale,
     sse,
 )
 
@@ -114,12 +179,37 @@ __all__ = [
     "continuous_bernoulli_log_likelihood",
     "continuous_bernoulli_log_normalizer",
     "continuous_bernoulli_mean",
+    "laplace_log_likelihood",
+    "laplace_log_likelihood_from_log_scale",
+    "laplace_log_likelihood_optimal_scale",
+    "logistic_log_likelihood",
+    "logistic_log_likelihood_from_log_scale",
+    "beta_log_likelihood",
+    "huber_log_likelihood",
+    "huber_log_normalizer",
     "checked",
+    # Discrete data.
+    "discretized_gaussian_log_likelihood",
+    "discretized_gaussian_log_likelihood_from_log_scale",
+    "discretized_logistic_log_likelihood",
+    "discretized_logistic_log_likelihood_from_log_scale",
+    "discretized_logistic_mixture_log_likelihood",
+    "categorical_log_likelihood",
+    "discretized_mean",
+    "discretized_logistic_mixture_mean",
+    "categorical_mean",
+    "quantize",
+    "to_levels",
     # Loss views and converters.
     "sse",
     "mse",
     "bce",
+    "mae",
+    "sae",
+    "huber",
     "optimal_sigma",
+    "optimal_laplace_scale",
+    "soft_clip_log_scale",
     "beta_from_sigma",
     "sigma_from_beta",
     "nats_to_bits_per_dim",
@@ -145,4 +235,7 @@ __all__ = [
     "EquivalenceReport",
     "GradientComparison",
     "compare_gradients",
+    "LaplaceEquivalenceReport",
+    "compare_laplace_gradients",
+    "compare_loss_gradients",
 ]

@@ -122,13 +122,18 @@ SCHEMA: dict[str, Field | dict[str, Field]] = {
         "data_path": Field(None, (STR, NONE), doc="path of frey_rawface.mat"),
         "binarize": Field(None, (STR, NONE), one_of(BINARIZATIONS),
                           "None | static | threshold | dynamic (a fresh draw per batch)"),
+        "squeeze": Field(0.0, (REAL,),
+                         lambda v: None if 0 <= v < 0.5 else "must be in [0, 0.5)",
+                         "x -> e + (1 - 2e) x on every split: e > 0 puts the data inside "
+                         "(0, 1), as the beta head needs"),
         "dequantize_levels": Field(None, (INT, NONE), optional(
             lambda v: None if v >= 2 else "must be None or an int >= 2"),
             "x = (k + u) / levels for grey level k, per batch (None: off)"),
     },
     "model": {
         "likelihood": Field("gaussian_fixed", (STR,), _likelihood, "decoder head"),
-        "sigma": Field(0.1, (REAL,), positive_real, "decoder sigma of gaussian_fixed"),
+        "sigma": Field(0.1, (REAL,), positive_real,
+                       "decoder sigma of gaussian_fixed (b of laplace_fixed)"),
         "sigmoid_mean": Field(False, (BOOL,), doc="sigmoid on a Gaussian mean"),
         "hidden": Field(200, (INT,), positive_int),
         "latent": Field(8, (INT,), positive_int),
@@ -136,7 +141,9 @@ SCHEMA: dict[str, Field | dict[str, Field]] = {
                             "weight std (None: LeCun normal; AEVB: 0.01)"),
         "init_log_sigma": Field(0.0, (REAL,), doc="initial shared log sigma (gaussian_shared)"),
         "min_sigma": Field(0.0, (REAL,), non_negative_real,
-                           "floor of a learned decoder sigma (0: none)"),
+                           "floor of a learned decoder sigma or scale (0: none)"),
+        "sigma_floor": Field("hard", (STR,), one_of(("hard", "soft")),
+                             "min_sigma as a hard max or the sigma-VAE's soft clip"),
     },
     "train": {
         "objective": Field("elbo", (STR,), one_of(OBJECTIVES), "elbo | wake_sleep"),

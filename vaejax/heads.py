@@ -11,13 +11,16 @@ by name; adding a likelihood is one :class:`Head` entry in :data:`HEADS` plus it
     log_p = head.log_likelihood(x, outputs, sigma=0.1)      # [B] nats
     pixels = head.expected_value(outputs)                   # [B, D]
 
-Decoder outputs are a dictionary (``logits``, ``mean``, ``log_sigma``); its arrays are
-[B, *event] except the shared ``log_sigma`` of ``gaussian_shared``, a scalar parameter.
+Decoder outputs are a dictionary (``logits``, ``mean``, ``log_sigma`` for a Gaussian sigma,
+``log_scale`` for a Laplace or logistic scale, ``log_concentration`` for the Beta); its
+arrays are [B, *event] except the shared ``log_sigma`` / ``log_scale`` of the ``*_shared``
+heads, a scalar parameter.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,15 +43,20 @@ class HeadOptions:
       output_dim: D, the number of values per example.
       sigmoid_mean: squash a Gaussian mean into (0, 1) (AEVB does for Frey Face).
       init_log_sigma: initial value of a learned shared log sigma.
-      min_sigma: floor of a learned sigma (0: none). ``sigma = max(sigma_raw, min_sigma)``
-        is a hard floor: below it the head gets no gradient, so sigma can no longer shrink
-        towards the unbounded density of a constant pixel.
+      min_sigma: floor of a learned scale, a Gaussian sigma or a Laplace / logistic b
+        (0: none). With ``sigma_floor="hard"``, ``sigma = max(sigma_raw, min_sigma)``: below
+        it the head gets no gradient, so sigma can no longer shrink towards the unbounded
+        density of a constant pixel. With ``"soft"``, the sigma-VAE's soft clip
+        ``log sigma = log min_sigma + softplus(log sigma_raw - log min_sigma)``
+        (:func:`vaejax.likelihoods.soft_clip_log_scale`): smooth, with a gradient everywhere.
+      sigma_floor: ``"hard"`` or ``"soft"``, how ``min_sigma`` is applied.
     """
 
     output_dim: int
     sigmoid_mean: bool = False
     init_log_sigma: float = 0.0
     min_sigma: float = 0.0
+    sigma_floor: str = "hard"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,7 +67,8 @@ class Head:
       name: the registry key (``config.model.likelihood``).
       loss: the plain loss this head's negative log-likelihood is a scaled view of.
       support: where the density lives: ``"binary"`` ({0, 1}: a probability mass),
-        ``"unit_interval"`` ([0, 1]) or ``"real"``.
+        ``"unit_interval"`` ([0, 1]), ``"open_unit_interval"`` ((0, 1): dequantised data)
+        or ``"real"``.
       uses_sigma: the decoder sigma is a fixed hyper-parameter (``sigma=`` is required).
       outputs: builds the decoder outputs from the last hidden layer (``OutputsFn``).
       log_likelihood_fn: (x [B, D], outputs, sigma) -> [B] nats per example.
@@ -119,10 +128,17 @@ def _mean(h, dense, options: HeadOptions) -> jax.Array:
     return jax.nn.sigmoid(out) if options.sigmoid_mean else out
 
 
+FLOORS = ("hard", "soft")
+
+
 def _floored(log_sigma: jax.Array, options: HeadOptions) -> jax.Array:
-    if options.min_sigma > 0:
-        return jnp.maximum(log_sigma, math.log(options.min_sigma))
-    return log_sigma
+    if options.min_sigma <= 0:
+        return log_sigma
+    if options.sigma_floor == "soft":
+        return likelihoods.soft_clip_log_scale(log_sigma, math.log(options.min_sigma))
+    if options.sigma_floor != "hard":
+        raise ValueError(f"`sigma_floor` must be one of {FLOORS}, got {options.sigma_floor!r}.")
+    return jnp.maximum(log_sigma, math.log(options.min_sigma))
 
 
 def _mean_outputs(module, h, dense, options):
@@ -130,18 +146,35 @@ def _mean_outputs(module, h, dense, options):
     return {"mean": _mean(h, dense, options)}
 
 
-def _shared_sigma_outputs(module, h, dense, options):
+def _shared_scale_outputs(module, h, dense, options, key="log_sigma"):
+    """The mean and one learned log-scale parameter (named ``key``), shared by all pixels."""
     import flax.linen as nn
 
-    log_sigma = module.param("log_sigma", nn.initializers.constant(options.init_log_sigma), ())
-    return {"mean": _mean(h, dense, options), "log_sigma": _floored(log_sigma, options)}
+    log_scale = module.param(key, nn.initializers.constant(options.init_log_sigma), ())
+    return {"mean": _mean(h, dense, options), key: _floored(log_scale, options)}
 
 
-def _per_pixel_sigma_outputs(module, h, dense, options):
+def _per_pixel_scale_outputs(module, h, dense, options, key="log_sigma"):
+    """The mean and a per-pixel log scale (a second dense layer named ``key``), [B, D] each."""
     del module
     mean = _mean(h, dense, options)
-    return {"mean": mean,
-            "log_sigma": _floored(dense(options.output_dim, "log_sigma")(h), options)}
+    return {"mean": mean, key: _floored(dense(options.output_dim, key)(h), options)}
+
+
+# Beta head: the mean's logit is bounded so that sigmoid(logit) stays inside (0, 1) in
+# float32 (sigmoid(15) = 1 - 3.1e-7 < 1), and so does 1 - mean.
+_BETA_MAX_LOGIT = 15.0
+
+
+def _beta_outputs(module, h, dense, options):
+    del module
+    logits = dense(options.output_dim, "out")(h)
+    return {"logits": jnp.clip(logits, -_BETA_MAX_LOGIT, _BETA_MAX_LOGIT),
+            "log_concentration": dense(options.output_dim, "log_concentration")(h)}
+
+
+def _beta_parameters(outputs):
+    return jax.nn.sigmoid(outputs["logits"]), jnp.exp(outputs["log_concentration"])
 
 
 # --------------------------------------------------------------------------- the heads
@@ -172,12 +205,35 @@ def _continuous_bernoulli_sample(key, outputs, sigma):
     return jnp.clip(jnp.where(logits > 0, 1.0 - x_neg, x_neg), 0.0, 1.0)
 
 
+def _laplace_sample(key, outputs, scale):
+    mean = outputs["mean"]
+    return mean + jnp.asarray(scale, mean.dtype) * jax.random.laplace(key, mean.shape, mean.dtype)
+
+
+def _logistic_sample(key, outputs, scale):
+    mean = outputs["mean"]
+    noise = jax.random.logistic(key, mean.shape, mean.dtype)
+    return mean + jnp.asarray(scale, mean.dtype) * noise
+
+
+def _beta_sample(key, outputs, sigma):
+    del sigma
+    mean, concentration = _beta_parameters(outputs)
+    return jax.random.beta(key, mean * concentration, (1.0 - mean) * concentration)
+
+
 # The Gaussian heads whose decoder outputs log sigma (shared or per pixel).
 _LEARNED_SIGMA = dict(
     log_likelihood_fn=lambda x, o, s: likelihoods.gaussian_log_likelihood_from_log_sigma(
         x, o["mean"], o["log_sigma"]),
     expected_value_fn=lambda o: o["mean"],
     sample_fn=lambda k, o, s: _gaussian_sample(k, o, jnp.exp(o["log_sigma"])))
+# The Laplace heads with a learned scale b (log b: "log_scale").
+_LEARNED_LAPLACE = dict(
+    log_likelihood_fn=lambda x, o, s: likelihoods.laplace_log_likelihood_from_log_scale(
+        x, o["mean"], o["log_scale"]),
+    expected_value_fn=lambda o: o["mean"],
+    sample_fn=lambda k, o, s: _laplace_sample(k, o, jnp.exp(o["log_scale"])))
 
 HEADS: dict[str, Head] = {
     head.name: head
@@ -205,12 +261,12 @@ HEADS: dict[str, Head] = {
             sample_fn=_gaussian_sample),
         Head(
             name="gaussian_shared", loss="D log sigma + SSE / (2 sigma^2), sigma learned",
-            support="real", uses_sigma=False, outputs=_shared_sigma_outputs,
+            support="real", uses_sigma=False, outputs=_shared_scale_outputs,
             **_LEARNED_SIGMA),
         Head(
             name="gaussian_per_pixel",
             loss="sum_i log sigma_i + (x_i - mu_i)^2 / (2 sigma_i^2), sigma_i(z) learned",
-            support="real", uses_sigma=False, outputs=_per_pixel_sigma_outputs,
+            support="real", uses_sigma=False, outputs=_per_pixel_scale_outputs,
             **_LEARNED_SIGMA),
         Head(
             # sigma* = sqrt(batch MSE): the sigma-VAE choice; it depends on the whole batch,
@@ -220,6 +276,41 @@ HEADS: dict[str, Head] = {
             log_likelihood_fn=lambda x, o, s: likelihoods.gaussian_log_likelihood_optimal_sigma(
                 x, o["mean"], axis="batch"),
             expected_value_fn=lambda o: o["mean"]),
+        Head(
+            # b fixed: the config's sigma is the Laplace scale b; -log p = SAE / b + D log 2b.
+            name="laplace_fixed", loss="SAE / b (L1)", support="real", uses_sigma=True,
+            outputs=_mean_outputs,
+            log_likelihood_fn=lambda x, o, s: likelihoods.laplace_log_likelihood(
+                x, o["mean"], s),
+            expected_value_fn=lambda o: o["mean"],
+            sample_fn=_laplace_sample),
+        Head(
+            name="laplace_shared", loss="D log 2b + SAE / b, b learned", support="real",
+            uses_sigma=False,
+            outputs=functools.partial(_shared_scale_outputs, key="log_scale"),
+            **_LEARNED_LAPLACE),
+        Head(
+            name="laplace_per_pixel", loss="sum_i log 2 b_i + |x_i - mu_i| / b_i, b_i(z) learned",
+            support="real", uses_sigma=False,
+            outputs=functools.partial(_per_pixel_scale_outputs, key="log_scale"),
+            **_LEARNED_LAPLACE),
+        Head(
+            name="logistic_per_pixel",
+            loss="sum_i z_i + log s_i + 2 softplus(-z_i), z_i = (x_i - mu_i) / s_i",
+            support="real", uses_sigma=False,
+            outputs=functools.partial(_per_pixel_scale_outputs, key="log_scale"),
+            log_likelihood_fn=lambda x, o, s: likelihoods.logistic_log_likelihood_from_log_scale(
+                x, o["mean"], o["log_scale"]),
+            expected_value_fn=lambda o: o["mean"],
+            sample_fn=lambda k, o, s: _logistic_sample(k, o, jnp.exp(o["log_scale"]))),
+        Head(
+            # Data must lie in the open (0, 1): dequantise (data.dequantize_levels).
+            name="beta", loss="none common (a density on (0, 1) with a learned concentration)",
+            support="open_unit_interval", uses_sigma=False, outputs=_beta_outputs,
+            log_likelihood_fn=lambda x, o, s: likelihoods.beta_log_likelihood(
+                x, *_beta_parameters(o)),
+            expected_value_fn=lambda o: _beta_parameters(o)[0],
+            sample_fn=_beta_sample),
     )
 }
 NAMES = tuple(HEADS)

@@ -72,7 +72,8 @@ class Decoder(nn.Module):
       sigmoid_mean: squash the Gaussian mean into (0, 1) (AEVB does for Frey Face).
       init_scale: weight std (None for LeCun normal).
       init_log_sigma: initial value of the shared log sigma.
-      min_sigma: floor of a learned sigma (0: none).
+      min_sigma: floor of a learned scale (0: none).
+      sigma_floor: "hard" (max) or "soft" (the sigma-VAE's softplus clip) floor.
     """
 
     hidden: int
@@ -82,6 +83,7 @@ class Decoder(nn.Module):
     init_scale: float | None = None
     init_log_sigma: float = 0.0
     min_sigma: float = 0.0
+    sigma_floor: str = "hard"
 
     @nn.compact
     def __call__(self, z: jax.Array) -> dict[str, jax.Array]:
@@ -91,7 +93,7 @@ class Decoder(nn.Module):
         h = jnp.tanh(dense(self.hidden, "hidden")(z))
         options = heads.HeadOptions(output_dim=self.output_dim, sigmoid_mean=self.sigmoid_mean,
                                     init_log_sigma=self.init_log_sigma,
-                                    min_sigma=self.min_sigma)
+                                    min_sigma=self.min_sigma, sigma_floor=self.sigma_floor)
         return head.outputs(self, h, dense, options)
 
 
@@ -106,7 +108,8 @@ class VAE(nn.Module):
       sigmoid_mean: sigmoid on the Gaussian mean.
       init_scale: weight std (None for LeCun normal).
       init_log_sigma: initial shared log sigma (``gaussian_shared``).
-      min_sigma: floor of a learned decoder sigma (0: none).
+      min_sigma: floor of a learned decoder scale (0: none).
+      sigma_floor: how ``min_sigma`` is applied, "hard" or "soft".
     """
 
     hidden: int
@@ -117,12 +120,13 @@ class VAE(nn.Module):
     init_scale: float | None = None
     init_log_sigma: float = 0.0
     min_sigma: float = 0.0
+    sigma_floor: str = "hard"
 
     def setup(self):
         self.encoder = GaussianEncoder(self.hidden, self.latent, self.init_scale)
         self.decoder = Decoder(
             self.hidden, self.output_dim, self.likelihood, self.sigmoid_mean, self.init_scale,
-            self.init_log_sigma, self.min_sigma,
+            self.init_log_sigma, self.min_sigma, self.sigma_floor,
         )
 
     @property

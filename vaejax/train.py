@@ -16,6 +16,7 @@ same as an uninterrupted run's, bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -55,12 +56,17 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     data = config.data
     binarize = None if data.binarize == "dynamic" else data.binarize
     try:
-        return data_lib.load_dataset(data.dataset, data_dir=data.data_dir, path=data.data_path,
-                                     binarize=binarize, seed=config.seed)
+        dataset = data_lib.load_dataset(data.dataset, data_dir=data.data_dir,
+                                        path=data.data_path, binarize=binarize, seed=config.seed)
     except FileNotFoundError as err:  # say which config key points at the files
         key = "data.data_path" if data.dataset == "frey_face" else "data.data_dir"
         value = data.data_path if data.dataset == "frey_face" else data.data_dir
         raise FileNotFoundError(f"config `{key}`={value!r}: {err}") from err
+    if data.squeeze:
+        e = np.float32(data.squeeze)
+        dataset = dataclasses.replace(dataset, train=e + (1 - 2 * e) * dataset.train,
+                                      test=e + (1 - 2 * e) * dataset.test, binary=False)
+    return dataset
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:

@@ -613,6 +613,20 @@ class _Compiled:
 # --------------------------------------------------------------------------- from a config
 
 
+def _check_support(head: heads.Head, dataset) -> None:
+    """A head whose density lives on the open interval (0, 1) refuses data at 0 or 1."""
+    if head.support != "open_unit_interval":
+        return
+    for split in ("train", "test"):
+        values = np.asarray(getattr(dataset, split))
+        if np.any((values <= 0) | (values >= 1)):
+            raise ValueError(
+                f"config `model.likelihood`={head.name!r} is a density on the open interval "
+                f"(0, 1), but {dataset.name!r}.{split} has values in [{values.min():g}, "
+                f"{values.max():g}] (at 0 or 1 its log-density is infinite): set "
+                "`data.squeeze`, e.g. 1e-3, to map x to e + (1 - 2e) x.")
+
+
 def build(config, dataset, *, mesh: Mesh | None = None) -> tuple[Trainer, Members]:
     """The trainer and members a validated training config describes, for ``dataset``.
 
@@ -630,10 +644,12 @@ def build(config, dataset, *, mesh: Mesh | None = None) -> tuple[Trainer, Member
                          "needs a full batch; train.sampling='uniform' draws with "
                          "replacement).")
     model_config = config.model
+    _check_support(heads.get(model_config.likelihood), dataset)
     model = VAE(hidden=model_config.hidden, latent=model_config.latent,
                 output_dim=dataset.num_dims, likelihood=model_config.likelihood,
                 sigmoid_mean=model_config.sigmoid_mean, init_scale=model_config.init_scale,
-                init_log_sigma=model_config.init_log_sigma, min_sigma=model_config.min_sigma)
+                init_log_sigma=model_config.init_log_sigma, min_sigma=model_config.min_sigma,
+                sigma_floor=model_config.sigma_floor)
     values = config_lib.member_values(config)
     members = make_members(num_train=num_train, weight_decay=config.train.weight_decay,
                            **values)
