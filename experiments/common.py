@@ -60,6 +60,21 @@ def train(config: ml_collections.ConfigDict, dataset, workdir: str | os.PathLike
                                non_finite=non_finite)
 
 
+def measurement_setup(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                      name: str, group) -> tuple[Path, ml_collections.ConfigDict, Any]:
+    """(workdir, the validated group ``config.<name>``, the data set) of a measurement on
+    one batch of ``<name>.batch_size`` training examples (refused if there are fewer)."""
+    from vaejax.config import validate_group
+
+    workdir = prepare_workdir(workdir)
+    exp = validate_group(config, name, group)
+    data = load_data(config)
+    if exp.batch_size > data.train.shape[0]:
+        raise ValueError(f"config `{name}.batch_size`={exp.batch_size} exceeds the "
+                         f"{data.train.shape[0]} training examples.")
+    return workdir, exp, data
+
+
 def first_member(tree) -> Any:
     """Member 0 of a stacked [P, ...] pytree."""
     return jax.tree.map(lambda leaf: leaf[0], tree)

@@ -22,7 +22,6 @@ import numpy as np
 from experiments import common
 from experiments.configs.gradient_equivalence import GROUP
 from vaejax import plotting
-from vaejax.config import validate_group
 from vaejax.elbo import reparameterize
 from vaejax.equivalence import compare_gradients, log_log_slope
 from vaejax.models import VAE
@@ -47,12 +46,7 @@ def _measure(model, params, x, latents, sigmas, compute_dtype=None):
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Runs the measurement and writes figure, CSV, JSON and a report section to ``workdir``."""
-    workdir = common.prepare_workdir(workdir)
-    exp = validate_group(config, "gradient_equivalence", GROUP)
-    data = common.load_data(config)
-    if exp.batch_size > data.train.shape[0]:
-        raise ValueError(f"config `gradient_equivalence.batch_size`={exp.batch_size} exceeds "
-                         f"the {data.train.shape[0]} training examples.")
+    workdir, exp, data = common.measurement_setup(config, workdir, "gradient_equivalence", GROUP)
     x = jnp.asarray(data.train[: exp.batch_size])
     num_dims = x.shape[-1]
     model = VAE(hidden=config.model.hidden, latent=config.model.latent, output_dim=num_dims,

@@ -29,7 +29,6 @@ from experiments import common
 from experiments.configs.loss_dictionary import GROUP
 from vaejax import discretized
 from vaejax import likelihoods as lk
-from vaejax.config import validate_group
 from vaejax.equivalence import compare_loss_gradients
 from vaejax.models import Decoder
 
@@ -134,12 +133,7 @@ def _huber_normalizer_check(delta: float) -> float:
 
 def run(config: ml_collections.ConfigDict, workdir: str | Path) -> dict:
     """Measures every row; writes CSV, JSON and a report section to ``workdir``."""
-    workdir = common.prepare_workdir(workdir)
-    exp = validate_group(config, "loss_dictionary", GROUP)
-    dataset = common.load_data(config)
-    if exp.batch_size > dataset.train.shape[0]:
-        raise ValueError(f"config `loss_dictionary.batch_size`={exp.batch_size} exceeds the "
-                         f"{dataset.train.shape[0]} training examples.")
+    workdir, exp, dataset = common.measurement_setup(config, workdir, "loss_dictionary", GROUP)
     grey = np.asarray(dataset.train[: exp.batch_size], np.float64)
     levels = np.round(grey * (exp.num_levels - 1)) / (exp.num_levels - 1)
     if np.max(np.abs(levels - grey)) > 1e-6:

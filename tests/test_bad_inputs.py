@@ -345,6 +345,12 @@ CONFIG_CASES = {
     "squeeze_half": (dict(data__squeeze=0.5), ValueError, "data.squeeze"),
     "sigma_floor_unknown": (dict(model__sigma_floor="smooth"), ValueError,
                             "model.sigma_floor"),
+    "levels_head_off_the_grid": (dict(model__likelihood="categorical"), ValueError,
+                                 "model.num_levels"),
+    "levels_head_dequantized": (dict(model__likelihood="discretized_logistic",
+                                     data__dequantize_levels=17), ValueError,
+                                "data.dequantize_levels"),
+    "num_levels_one": (dict(model__num_levels=1), ValueError, "model.num_levels"),
 }
 
 

@@ -740,3 +740,35 @@ def test_module_imports_only_jax():
               if isinstance(node, ast.ImportFrom) and node.module}
     assert roots <= {"__future__", "fractions", "functools", "math", "operator", "struct",
                      "typing", "jax", "vaejax"}, roots
+
+
+@pytest.mark.parametrize("dtype, window", [("float32", (9.1, 9.5)), ("float64", (26.4, 26.8))])
+def test_erfcx_is_right_where_jax_s_returns_zero(dtype, window):
+    """jax 0.10's erfcx is 0 on a window of its argument (float32 ~[9.195, 9.419], float64
+    ~[26.544, 26.641]); the module's replacement equals scipy's there (a few eps)."""
+    import scipy.special
+
+    from vaejax.discretized import _erfcx
+
+    with jax.enable_x64(dtype == "float64"):
+        xs = np.linspace(*window, 401).astype(dtype)
+        got = np.asarray(_erfcx(jnp.asarray(xs)), np.float64)
+    reference = scipy.special.erfcx(xs.astype(np.float64))
+    assert np.max(np.abs(got - reference) / reference) <= 16 * np.finfo(dtype).eps
+
+
+def test_discretized_gaussian_gradient_is_finite_where_erfcx_failed():
+    """The bin that made training NaN: x = 14/16, mu = 0.2465, s = 0.05 (standardised edges
+    at 11.9 and 13.2, where jax's erfcx(13.2/sqrt 2) is 0); gradient against a float64
+    central difference."""
+    def f(mu):
+        return dz.discretized_gaussian_log_likelihood(jnp.asarray(0.875, mu.dtype), mu, 0.05,
+                                                      num_levels=17, event_ndims=0)
+
+    grad = float(jax.grad(f)(jnp.float32(0.24651408)))
+    with jax.enable_x64(True):
+        h = 1e-6
+        mu = jnp.float64(0.24651408)
+        reference = float((f(mu + h) - f(mu - h)) / (2 * h))
+    assert np.isfinite(grad)
+    assert grad == pytest.approx(reference, rel=1e-4)

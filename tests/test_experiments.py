@@ -61,10 +61,12 @@ def test_gradient_equivalence_cli_overrides(tmp_path):
     config = REPO / "experiments" / "configs" / "gradient_equivalence.py"
     _run(["-m", "experiments.gradient_equivalence", f"--config={config}:smoke",
           "--config.gradient_equivalence.num_samples=3",
-          "--config.gradient_equivalence.float64=False", f"--workdir={tmp_path}"], cwd=REPO)
+          "--config.gradient_equivalence.float64=False",
+          "--config.gradient_equivalence.bfloat16=False", f"--workdir={tmp_path}"], cwd=REPO)
     summary = json.loads((tmp_path / "gradient_equivalence.json").read_text())
     assert summary["num_samples"] == 3
     assert "mse_max_relative_error_float64" not in summary
+    assert "mse_max_relative_error_bfloat16" not in summary
 
 
 @pytest.mark.parametrize("flag, message", [

@@ -20,22 +20,28 @@ B, D, Z, H = 5, 12, 3, 16
 @pytest.mark.parametrize("name", heads.NAMES)
 def test_vae_outputs_and_log_likelihood_per_head(name):
     x = jax.random.uniform(jax.random.key(0), (B, D), minval=0.01, maxval=0.99)
+    head = heads.get(name)
+    if head.uses_levels:
+        x = jnp.round(x * 16) / 16  # the digits' 17-level grid
     model = VAE(hidden=H, latent=Z, output_dim=D, likelihood=name)
     params = model.init(jax.random.key(1), x, jax.random.key(2))
     outputs, aux = model.apply(params, x, jax.random.key(3))
     assert set(aux) == {"mu", "logvar", "z"} and all(aux[k].shape == (B, Z) for k in aux)
-    main = "logits" if "bernoulli" in name or name == "beta" else "mean"
-    assert outputs[main].shape == (B, D)
-    scale = "log_scale" if name.startswith(("laplace", "logistic")) else "log_sigma"
+    main = {"beta": "logits", "categorical": "logits",
+            "discretized_logistic_mixture": "means"}.get(name)
+    main = main or ("logits" if "bernoulli" in name else "mean")
+    shape = {"categorical": (B, D, 17), "discretized_logistic_mixture": (B, D, 5)}
+    assert outputs[main].shape == shape.get(name, (B, D))
+    scale = "log_scale" if name.startswith(("laplace", "logistic", "disc")) else "log_sigma"
     if name.endswith("_shared"):
         assert outputs[scale].shape == ()
     if name.endswith("_per_pixel"):
         assert outputs[scale].shape == (B, D)
     if name == "beta":
         assert outputs["log_concentration"].shape == (B, D)
-    ll = heads.get(name).log_likelihood(x, outputs, sigma=0.3)
+    ll = head.log_likelihood(x, outputs, sigma=0.3, num_levels=17)
     assert ll.shape == (B,) and bool(jnp.all(jnp.isfinite(ll)))
-    assert heads.get(name).expected_value(outputs).shape == (B, D)
+    assert head.expected_value(outputs, num_levels=17).shape == (B, D)
 
 
 def test_each_head_is_its_library_formula():
@@ -82,7 +88,8 @@ def test_each_head_is_its_library_formula():
     beta_ll = heads.log_likelihood("beta", x, {"logits": out, "log_concentration": log_kappa})
     assert np.all(np.abs(np.asarray(beta_ll, np.float64) - beta_reference)
                   <= 64 * np.finfo(np.float32).eps * magnitude)
-    assert set(cases) | {"beta"} == set(heads.NAMES)
+    levels = {name for name in heads.NAMES if heads.get(name).uses_levels}
+    assert set(cases) | {"beta"} | levels == set(heads.NAMES)
     np.testing.assert_allclose(heads.get("continuous_bernoulli").expected_value({"logits": out}),
                                likelihoods.continuous_bernoulli_mean(out), rtol=1e-6)
     np.testing.assert_allclose(heads.get("bernoulli").expected_value({"logits": out}),
@@ -212,3 +219,44 @@ def test_soft_floor_is_the_sigma_vae_soft_clip(name):
     with pytest.raises(ValueError, match="sigma_floor"):
         Decoder(hidden=H, output_dim=D, likelihood=name, min_sigma=0.05,
                 sigma_floor="smooth").init(jax.random.key(0), jnp.zeros((1, Z)))
+
+
+def test_level_heads_are_their_library_formulas_and_sample_on_the_grid():
+    """The discretised and categorical heads: log p is the vaejax.discretized function,
+    samples lie on the k-level grid and their mean is the head's expected value (5 standard
+    errors of n = 20,000 draws)."""
+    from vaejax import discretized
+
+    k, n = 17, 20_000
+    x = jnp.round(jax.random.uniform(jax.random.key(0), (B, D)) * (k - 1)) / (k - 1)
+    mean = jax.random.uniform(jax.random.key(1), (B, D))
+    log_scale = jnp.full((B, D), -2.0)
+    logits = jax.random.normal(jax.random.key(2), (B, D, k))
+    mixture = {key: jax.random.normal(jax.random.key(3 + i), (B, D, 5)) * 0.3
+               for i, key in enumerate(("logit_weights", "means", "log_scales"))}
+    cases = {
+        "discretized_gaussian": ({"mean": mean, "log_scale": log_scale},
+                                 discretized.discretized_gaussian_log_likelihood(
+                                     x, mean, jnp.exp(log_scale), num_levels=k)),
+        "discretized_logistic": ({"mean": mean, "log_scale": log_scale},
+                                 discretized.discretized_logistic_log_likelihood(
+                                     x, mean, jnp.exp(log_scale), num_levels=k)),
+        "categorical": ({"logits": logits},
+                        discretized.categorical_log_likelihood(x, logits, num_levels=k)),
+        "discretized_logistic_mixture": (mixture,
+                                         discretized.discretized_logistic_mixture_log_likelihood(
+                                             x, *mixture.values(), num_levels=k)),
+    }
+    for name, (outputs, expected) in cases.items():
+        head = heads.get(name)
+        np.testing.assert_allclose(head.log_likelihood(x, outputs, num_levels=k), expected,
+                                   rtol=1e-6, err_msg=name)
+        with pytest.raises(ValueError, match="num_levels"):
+            head.log_likelihood(x, outputs)
+        one = jax.tree.map(lambda a: jnp.broadcast_to(a[:1, :2], (n, 2, *a.shape[2:])), outputs)
+        draws = np.asarray(head.sample(jax.random.key(9), one, num_levels=k))
+        assert np.allclose(draws * (k - 1), np.round(draws * (k - 1)))
+        assert draws.min() >= 0 and draws.max() <= 1
+        expected_mean = np.asarray(head.expected_value(one, num_levels=k))[0]
+        np.testing.assert_array_less(np.abs(draws.mean(0) - expected_mean),
+                                     5 * draws.std(0) / np.sqrt(n) + 1e-6, err_msg=name)

@@ -144,6 +144,10 @@ SCHEMA: dict[str, Field | dict[str, Field]] = {
                            "floor of a learned decoder sigma or scale (0: none)"),
         "sigma_floor": Field("hard", (STR,), one_of(("hard", "soft")),
                              "min_sigma as a hard max or the sigma-VAE's soft clip"),
+        "num_levels": Field(17, (INT,), lambda v: None if v >= 2 else "must be an int >= 2",
+                            "grey levels of the data for the discretised / categorical heads"),
+        "num_mixtures": Field(5, (INT,), positive_int,
+                              "components of discretized_logistic_mixture"),
     },
     "train": {
         "objective": Field("elbo", (STR,), one_of(OBJECTIVES), "elbo | wake_sleep"),

@@ -222,6 +222,28 @@ def _trailing_axis_param(
 # --------------------------------------------------------------------------- #
 
 
+# jax 0.10's erfcx returns 0 on a window of its argument (float32: about [9.195, 9.419];
+# float64: [26.544, 26.641]), at the switch between its approximations. Beyond these
+# thresholds the asymptotic series 1/(x sqrt(pi)) sum_n (-1)^n (2n-1)!! / (2x^2)^n is used
+# instead: with 10 terms its truncation error is below 1e-12 relative from x = 8 and below
+# 1e-20 from x = 20.
+_ERFCX_ASYMPTOTIC_FROM = {4: 8.0, 8: 20.0}
+
+
+def _erfcx(x: jax.Array) -> jax.Array:
+    """erfcx(x) = exp(x^2) erfc(x) elementwise, correct also where jax's is 0: [...] -> [...]."""
+    start = _ERFCX_ASYMPTOTIC_FROM.get(jnp.dtype(x.dtype).itemsize, 8.0)
+    far = x >= start
+    y = jnp.where(far, x, start)
+    inverse_2y2 = 1.0 / (2.0 * jnp.square(y))
+    term, total = jnp.ones_like(y), jnp.ones_like(y)
+    for n in range(1, 11):
+        term = -term * (2 * n - 1) * inverse_2y2
+        total = total + term
+    asymptotic = total / (y * math.sqrt(math.pi))
+    return jnp.where(far, asymptotic, erfcx(jnp.where(far, 0.0, x)))
+
+
 @jax.custom_jvp
 def _log_ndtr(z: jax.Array) -> jax.Array:
     """log Phi(z) with an accurate derivative in the far lower tail: [...] -> [...]."""
@@ -236,7 +258,7 @@ def _log_ndtr_jvp(primals, tangents):
     # float32. erfcx is accurate for positive arguments and overflows to inf (a zero
     # derivative) in the upper tail.
     (z,), (z_dot,) = primals, tangents
-    return _log_ndtr(z), z_dot * (_SQRT_2_OVER_PI / erfcx(-z * _SQRT_HALF))
+    return _log_ndtr(z), z_dot * (_SQRT_2_OVER_PI / _erfcx(-z * _SQRT_HALF))
 
 
 @functools.lru_cache(maxsize=64)

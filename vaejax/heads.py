@@ -28,7 +28,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from vaejax import likelihoods
+from vaejax import discretized, likelihoods
 
 Outputs = Mapping[str, jax.Array]
 # (module, h [B, H], dense(features, name) -> flax Dense, options) -> decoder outputs
@@ -50,6 +50,9 @@ class HeadOptions:
         ``log sigma = log min_sigma + softplus(log sigma_raw - log min_sigma)``
         (:func:`vaejax.likelihoods.soft_clip_log_scale`): smooth, with a gradient everywhere.
       sigma_floor: ``"hard"`` or ``"soft"``, how ``min_sigma`` is applied.
+      num_levels: k, the grey levels of the data for the discretised and categorical
+        heads (17 for the bundled digits, 256 for 8-bit images).
+      num_mixtures: M, the components of ``discretized_logistic_mixture``.
     """
 
     output_dim: int
@@ -57,6 +60,8 @@ class HeadOptions:
     init_log_sigma: float = 0.0
     min_sigma: float = 0.0
     sigma_floor: str = "hard"
+    num_levels: int = 17
+    num_mixtures: int = 5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +72,15 @@ class Head:
       name: the registry key (``config.model.likelihood``).
       loss: the plain loss this head's negative log-likelihood is a scaled view of.
       support: where the density lives: ``"binary"`` ({0, 1}: a probability mass),
-        ``"unit_interval"`` ([0, 1]), ``"open_unit_interval"`` ((0, 1): dequantised data)
-        or ``"real"``.
+        ``"unit_interval"`` ([0, 1]), ``"open_unit_interval"`` ((0, 1): dequantised data),
+        ``"levels"`` (the k-level grid {0, 1/(k-1), ..., 1}) or ``"real"``.
       uses_sigma: the decoder sigma is a fixed hyper-parameter (``sigma=`` is required).
       outputs: builds the decoder outputs from the last hidden layer (``OutputsFn``).
       log_likelihood_fn: (x [B, D], outputs, sigma) -> [B] nats per example.
       expected_value_fn: outputs -> E[x|z] [B, D].
       sample_fn: (key, outputs, sigma) -> x ~ p(x|z) [B, D], or None (no sampler).
+      uses_levels: the head is a distribution over the k grey levels of discrete data:
+        ``num_levels=`` is required and the three functions take it as a last argument.
     """
 
     name: str
@@ -84,8 +91,18 @@ class Head:
     log_likelihood_fn: Callable[..., jax.Array]
     expected_value_fn: Callable[[Outputs], jax.Array]
     sample_fn: Callable[..., jax.Array] | None = None
+    uses_levels: bool = False
 
-    def log_likelihood(self, x: jax.Array, outputs: Outputs, *, sigma: Any = None) -> jax.Array:
+    def _levels(self, num_levels) -> tuple:
+        if not self.uses_levels:
+            return ()
+        if num_levels is None:
+            raise ValueError(f"`num_levels` is required for the {self.name!r} likelihood "
+                             "(config `model.num_levels`: 17 for the digits, 256 for 8-bit).")
+        return (num_levels,)
+
+    def log_likelihood(self, x: jax.Array, outputs: Outputs, *, sigma: Any = None,
+                       num_levels: int | None = None) -> jax.Array:
         """log p(x|z) in nats per example.
 
         Args:
@@ -93,26 +110,29 @@ class Head:
           outputs: the decoder's outputs for the same batch.
           sigma: the fixed decoder sigma (heads with ``uses_sigma`` only): a scalar or
             any array broadcastable to ``x``.
+          num_levels: k, the data's grey levels (heads with ``uses_levels`` only; others
+            ignore it).
 
         Returns:
           [B] log-likelihood per example.
         """
         if self.uses_sigma and sigma is None:
             raise ValueError(f"`sigma` is required for the {self.name!r} likelihood.")
-        return self.log_likelihood_fn(x, outputs, sigma)
+        return self.log_likelihood_fn(x, outputs, sigma, *self._levels(num_levels))
 
-    def expected_value(self, outputs: Outputs) -> jax.Array:
+    def expected_value(self, outputs: Outputs, *, num_levels: int | None = None) -> jax.Array:
         """E[x|z]: [B, D] (for a continuous Bernoulli its mean, not sigmoid(logits))."""
-        return self.expected_value_fn(outputs)
+        return self.expected_value_fn(outputs, *self._levels(num_levels))
 
-    def sample(self, key: jax.Array, outputs: Outputs, *, sigma: Any = None) -> jax.Array:
+    def sample(self, key: jax.Array, outputs: Outputs, *, sigma: Any = None,
+               num_levels: int | None = None) -> jax.Array:
         """x ~ p(x|z): [B, D] (0/1 for Bernoulli; Gaussian draws are not clipped)."""
         if self.sample_fn is None:
             raise ValueError(f"the {self.name!r} head has no sampler (x ~ p(x|z) is undefined "
                              f"for it); heads with one: {', '.join(sampleable())}.")
         if self.uses_sigma and sigma is None:
             raise ValueError(f"`sigma` is required for the {self.name!r} likelihood.")
-        return self.sample_fn(key, outputs, sigma)
+        return self.sample_fn(key, outputs, sigma, *self._levels(num_levels))
 
 
 # --------------------------------------------------------------------------- outputs
@@ -173,6 +193,26 @@ def _beta_outputs(module, h, dense, options):
             "log_concentration": dense(options.output_dim, "log_concentration")(h)}
 
 
+def _categorical_outputs(module, h, dense, options):
+    del module
+    logits = dense(options.output_dim * options.num_levels, "out")(h)
+    return {"logits": logits.reshape(*logits.shape[:-1], options.output_dim,
+                                     options.num_levels)}
+
+
+def _mixture_outputs(module, h, dense, options):
+    """Per pixel M weights, locations and log-scales, each [B, D, M]."""
+    del module
+    shape = (*h.shape[:-1], options.output_dim, options.num_mixtures)
+    return {key: dense(options.output_dim * options.num_mixtures, key)(h).reshape(shape)
+            for key in ("logit_weights", "means", "log_scales")}
+
+
+def _quantized(values: jax.Array, k: int) -> jax.Array:
+    """A continuous draw put in its bin: the level of the nearest grid point, edges open."""
+    return jnp.clip(jnp.round(values * (k - 1)), 0, k - 1) / (k - 1)
+
+
 def _beta_parameters(outputs):
     return jax.nn.sigmoid(outputs["logits"]), jnp.exp(outputs["log_concentration"])
 
@@ -214,6 +254,43 @@ def _logistic_sample(key, outputs, scale):
     mean = outputs["mean"]
     noise = jax.random.logistic(key, mean.shape, mean.dtype)
     return mean + jnp.asarray(scale, mean.dtype) * noise
+
+
+def _discretized_sample(noise_fn):
+    def sample(key, outputs, sigma, k):
+        del sigma
+        mean = outputs["mean"]
+        noise = noise_fn(key, mean.shape, mean.dtype)
+        return _quantized(mean + jnp.exp(outputs["log_scale"]) * noise, k)
+
+    return sample
+
+
+def _categorical_sample(key, outputs, sigma, k):
+    del sigma
+    return jax.random.categorical(key, outputs["logits"]).astype(jnp.float32) / (k - 1)
+
+
+def _mixture_sample(key, outputs, sigma, k):
+    del sigma
+    key_m, key_x = jax.random.split(key)
+    component = jax.random.categorical(key_m, outputs["logit_weights"])[..., None]
+    pick = lambda a: jnp.take_along_axis(a, component, -1)[..., 0]  # noqa: E731
+    mean, log_scale = pick(outputs["means"]), pick(outputs["log_scales"])
+    noise = jax.random.logistic(key_x, mean.shape, mean.dtype)
+    return _quantized(mean + jnp.exp(log_scale) * noise, k)
+
+
+def _discretized_head(name: str, distribution: str, log_likelihood, noise_fn) -> Head:
+    return Head(
+        name=name, loss=f"-log of the {distribution} mass of each pixel's grey-level bin",
+        support="levels", uses_sigma=False, uses_levels=True,
+        outputs=functools.partial(_per_pixel_scale_outputs, key="log_scale"),
+        log_likelihood_fn=lambda x, o, s, k: log_likelihood(
+            x, o["mean"], o["log_scale"], num_levels=k),
+        expected_value_fn=lambda o, k: discretized.discretized_mean(
+            o["mean"], jnp.exp(o["log_scale"]), num_levels=k, distribution=distribution),
+        sample_fn=_discretized_sample(noise_fn))
 
 
 def _beta_sample(key, outputs, sigma):
@@ -311,6 +388,34 @@ HEADS: dict[str, Head] = {
                 x, *_beta_parameters(o)),
             expected_value_fn=lambda o: _beta_parameters(o)[0],
             sample_fn=_beta_sample),
+        # Exact likelihoods of k-level data (model.num_levels): bits/dim without
+        # dequantisation. x must lie on the grid {0, 1/(k-1), ..., 1}.
+        _discretized_head(
+            "discretized_gaussian", "gaussian",
+            discretized.discretized_gaussian_log_likelihood_from_log_scale,
+            jax.random.normal),
+        _discretized_head(
+            "discretized_logistic", "logistic",
+            discretized.discretized_logistic_log_likelihood_from_log_scale,
+            jax.random.logistic),
+        Head(
+            name="discretized_logistic_mixture",
+            loss="-log of a mixture of M discretised logistics per pixel (PixelCNN++)",
+            support="levels", uses_sigma=False, uses_levels=True, outputs=_mixture_outputs,
+            log_likelihood_fn=lambda x, o, s, k:
+                discretized.discretized_logistic_mixture_log_likelihood(
+                    x, o["logit_weights"], o["means"], o["log_scales"], num_levels=k),
+            expected_value_fn=lambda o, k: discretized.discretized_logistic_mixture_mean(
+                o["logit_weights"], o["means"], o["log_scales"], num_levels=k),
+            sample_fn=_mixture_sample),
+        Head(
+            name="categorical", loss="cross-entropy over the k intensities",
+            support="levels", uses_sigma=False, uses_levels=True,
+            outputs=_categorical_outputs,
+            log_likelihood_fn=lambda x, o, s, k: discretized.categorical_log_likelihood(
+                x, o["logits"], num_levels=k),
+            expected_value_fn=lambda o, k: discretized.categorical_mean(o["logits"], k),
+            sample_fn=_categorical_sample),
     )
 }
 NAMES = tuple(HEADS)
@@ -330,6 +435,7 @@ def sampleable() -> tuple[str, ...]:
     return tuple(name for name, head in HEADS.items() if head.sample_fn is not None)
 
 
-def log_likelihood(name: str, x: jax.Array, outputs: Outputs, *, sigma: Any = None) -> jax.Array:
-    """``get(name).log_likelihood(x, outputs, sigma=sigma)``: [B] nats per example."""
-    return get(name).log_likelihood(x, outputs, sigma=sigma)
+def log_likelihood(name: str, x: jax.Array, outputs: Outputs, *, sigma: Any = None,
+                   num_levels: int | None = None) -> jax.Array:
+    """``get(name).log_likelihood(x, outputs, ...)``: [B] nats per example."""
+    return get(name).log_likelihood(x, outputs, sigma=sigma, num_levels=num_levels)

@@ -74,6 +74,8 @@ class Decoder(nn.Module):
       init_log_sigma: initial value of the shared log sigma.
       min_sigma: floor of a learned scale (0: none).
       sigma_floor: "hard" (max) or "soft" (the sigma-VAE's softplus clip) floor.
+      num_levels: k, grey levels of the data (discretised and categorical heads).
+      num_mixtures: M, components of ``discretized_logistic_mixture``.
     """
 
     hidden: int
@@ -84,6 +86,8 @@ class Decoder(nn.Module):
     init_log_sigma: float = 0.0
     min_sigma: float = 0.0
     sigma_floor: str = "hard"
+    num_levels: int = 17
+    num_mixtures: int = 5
 
     @nn.compact
     def __call__(self, z: jax.Array) -> dict[str, jax.Array]:
@@ -93,7 +97,9 @@ class Decoder(nn.Module):
         h = jnp.tanh(dense(self.hidden, "hidden")(z))
         options = heads.HeadOptions(output_dim=self.output_dim, sigmoid_mean=self.sigmoid_mean,
                                     init_log_sigma=self.init_log_sigma,
-                                    min_sigma=self.min_sigma, sigma_floor=self.sigma_floor)
+                                    min_sigma=self.min_sigma, sigma_floor=self.sigma_floor,
+                                    num_levels=self.num_levels,
+                                    num_mixtures=self.num_mixtures)
         return head.outputs(self, h, dense, options)
 
 
@@ -110,6 +116,8 @@ class VAE(nn.Module):
       init_log_sigma: initial shared log sigma (``gaussian_shared``).
       min_sigma: floor of a learned decoder scale (0: none).
       sigma_floor: how ``min_sigma`` is applied, "hard" or "soft".
+      num_levels: k, grey levels of the data (discretised and categorical heads).
+      num_mixtures: M, components of ``discretized_logistic_mixture``.
     """
 
     hidden: int
@@ -121,12 +129,15 @@ class VAE(nn.Module):
     init_log_sigma: float = 0.0
     min_sigma: float = 0.0
     sigma_floor: str = "hard"
+    num_levels: int = 17
+    num_mixtures: int = 5
 
     def setup(self):
         self.encoder = GaussianEncoder(self.hidden, self.latent, self.init_scale)
         self.decoder = Decoder(
             self.hidden, self.output_dim, self.likelihood, self.sigmoid_mean, self.init_scale,
-            self.init_log_sigma, self.min_sigma, self.sigma_floor,
+            self.init_log_sigma, self.min_sigma, self.sigma_floor, self.num_levels,
+            self.num_mixtures,
         )
 
     @property

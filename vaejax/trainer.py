@@ -268,6 +268,9 @@ class Trainer:
             raise ValueError(f"wake-sleep dreams from the decoder, and the "
                              f"{head.name!r} head has no sampler; heads with one: "
                              f"{', '.join(heads.sampleable())}.")
+        if self.objective == "wake_sleep" and head.uses_levels:
+            raise ValueError(f"wake-sleep is not implemented for the grey-level head "
+                             f"{head.name!r}; use train.objective='elbo' or another head.")
 
     # ------------------------------------------------------------------ pieces
     @property
@@ -320,7 +323,8 @@ class Trainer:
         """z [B, Z] -> log p(x|z) [B] of a member."""
         head = self.head
         return lambda z: head.log_likelihood(x, self.decode(params, z, member),
-                                             sigma=member.sigma)
+                                             sigma=member.sigma,
+                                             num_levels=self.model.num_levels)
 
     def _decay(self, params, member: Members, like: jax.Array) -> jax.Array:
         if not self.weight_decay:  # a static zero: no pass over the parameters
@@ -579,7 +583,9 @@ class Trainer:
     def decode_means(self, state: TrainState, z: jax.Array, members: Members) -> jax.Array:
         """Expected pixels E[x|z] for z [N, Z], per member: [P, N, D]."""
         head = self.head
-        return jax.vmap(lambda p, m: head.expected_value(self.decode(p, z, m)))(
+        levels = self.model.num_levels
+        return jax.vmap(lambda p, m: head.expected_value(self.decode(p, z, m),
+                                                         num_levels=levels))(
             state.params, members)
 
     def reconstruct(self, state: TrainState, x: jax.Array, members: Members) -> jax.Array:
@@ -588,7 +594,8 @@ class Trainer:
 
         def member(params, m):
             mean, _ = self.encode(params, x, m)
-            return head.expected_value(self.decode(params, mean, m))
+            return head.expected_value(self.decode(params, mean, m),
+                                       num_levels=self.model.num_levels)
 
         return jax.vmap(member)(state.params, members)
 
@@ -613,8 +620,24 @@ class _Compiled:
 # --------------------------------------------------------------------------- from a config
 
 
-def _check_support(head: heads.Head, dataset) -> None:
-    """A head whose density lives on the open interval (0, 1) refuses data at 0 or 1."""
+def _check_support(head: heads.Head, dataset, config) -> None:
+    """A head whose density lives on the open interval (0, 1) refuses data at 0 or 1; a
+    head over the k grey levels refuses data off the grid and per-batch dequantisation."""
+    if head.support == "levels":
+        k = config.model.num_levels
+        if config.data.dequantize_levels:
+            raise ValueError(f"config `model.likelihood`={head.name!r} is a distribution over "
+                             "grey levels: `data.dequantize_levels` would move the data off "
+                             "the grid; set it to None.")
+        for split in ("train", "test"):
+            values = np.asarray(getattr(dataset, split), np.float64)
+            if np.max(np.abs(values * (k - 1) - np.round(values * (k - 1)))) > 1e-4:
+                raise ValueError(
+                    f"config `model.likelihood`={head.name!r} needs data on the "
+                    f"`model.num_levels`={k}-level grid {{0, 1/{k - 1}, ..., 1}}, but "
+                    f"{dataset.name!r}.{split} is not on it: set `model.num_levels` to the "
+                    "data's number of grey levels (17 for the digits, 256 for 8-bit).")
+        return
     if head.support != "open_unit_interval":
         return
     for split in ("train", "test"):
@@ -644,12 +667,13 @@ def build(config, dataset, *, mesh: Mesh | None = None) -> tuple[Trainer, Member
                          "needs a full batch; train.sampling='uniform' draws with "
                          "replacement).")
     model_config = config.model
-    _check_support(heads.get(model_config.likelihood), dataset)
+    _check_support(heads.get(model_config.likelihood), dataset, config)
     model = VAE(hidden=model_config.hidden, latent=model_config.latent,
                 output_dim=dataset.num_dims, likelihood=model_config.likelihood,
                 sigmoid_mean=model_config.sigmoid_mean, init_scale=model_config.init_scale,
                 init_log_sigma=model_config.init_log_sigma, min_sigma=model_config.min_sigma,
-                sigma_floor=model_config.sigma_floor)
+                sigma_floor=model_config.sigma_floor, num_levels=model_config.num_levels,
+                num_mixtures=model_config.num_mixtures)
     values = config_lib.member_values(config)
     members = make_members(num_train=num_train, weight_decay=config.train.weight_decay,
                            **values)
