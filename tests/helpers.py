@@ -147,3 +147,20 @@ def wait_for(process, log, expected: int = 0, timeout: float = 300) -> str:
     output = Path(log).read_text()
     assert returncode == expected, f"exit {returncode}, expected {expected}:\n{output[-3000:]}"
     return output
+
+
+def dot_precisions(jaxpr) -> list:
+    """The ``precision`` of every dot_general in ``jaxpr`` and its sub-jaxprs, in order."""
+    from jax.extend.core import ClosedJaxpr, Jaxpr
+
+    found = []
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "dot_general":
+            found.append(eqn.params["precision"])
+        for value in eqn.params.values():
+            for sub in value if isinstance(value, (tuple, list)) else (value,):
+                if isinstance(sub, ClosedJaxpr):
+                    found += dot_precisions(sub.jaxpr)
+                elif isinstance(sub, Jaxpr):
+                    found += dot_precisions(sub)
+    return found

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
 import pytest
-from jax.extend.core import ClosedJaxpr, Jaxpr
+from helpers import dot_precisions
 from jax.lax import Precision
 from scipy import special, stats
 
@@ -461,22 +461,6 @@ def test_laplace_comparison_images_and_bad_grids():
         compare_laplace_gradients(_mlp_decode, params, latents, x, scales, precision="fast")
 
 
-def _dot_precisions(jaxpr: Jaxpr) -> list:
-    """The ``precision`` of every dot_general in ``jaxpr`` and its sub-jaxprs (as in
-    tests/test_precision.py)."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn.params["precision"])
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if isinstance(sub, ClosedJaxpr):
-                    found += _dot_precisions(sub.jaxpr)
-                elif isinstance(sub, Jaxpr):
-                    found += _dot_precisions(sub)
-    return found
-
-
 @pytest.mark.parametrize("precision, expected", [("highest", (Precision.HIGHEST,) * 2),
                                                  (None, None)])
 def test_laplace_comparison_runs_every_matmul_at_the_requested_precision(precision, expected):
@@ -484,7 +468,7 @@ def test_laplace_comparison_runs_every_matmul_at_the_requested_precision(precisi
     # the jaxpr: forward and backward passes of the NLL and both references.
     params, latents, x = _mlp_setup(np.dtype("float32"))
     fn = functools.partial(compare_laplace_gradients, _mlp_decode, precision=precision)
-    precisions = _dot_precisions(jax.make_jaxpr(fn)(params, latents, x, SCALES[:2]).jaxpr)
+    precisions = dot_precisions(jax.make_jaxpr(fn)(params, latents, x, SCALES[:2]).jaxpr)
     assert len(precisions) >= 12, precisions
     assert all(p == expected for p in precisions), precisions
 

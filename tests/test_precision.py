@@ -21,7 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import pytest
-from jax.extend.core import ClosedJaxpr, Jaxpr
+from helpers import dot_precisions
 from jax.lax import Precision
 
 from vaejax.equivalence import compare_gradients
@@ -53,21 +53,6 @@ def _setup():
     return params, z, x, jnp.asarray([0.1, 1.0, 10.0])
 
 
-def _dot_precisions(jaxpr: Jaxpr) -> list:
-    """The ``precision`` of every dot_general in ``jaxpr`` and its sub-jaxprs, in order."""
-    found = []
-    for eqn in jaxpr.eqns:
-        if eqn.primitive.name == "dot_general":
-            found.append(eqn.params["precision"])
-        for value in eqn.params.values():
-            for sub in value if isinstance(value, (tuple, list)) else (value,):
-                if isinstance(sub, ClosedJaxpr):
-                    found += _dot_precisions(sub.jaxpr)
-                elif isinstance(sub, Jaxpr):
-                    found += _dot_precisions(sub)
-    return found
-
-
 def _hlo_dot_precisions(lowered_text: str) -> list[str]:
     """The precision attribute of every stablehlo.dot_general ('' where there is none)."""
     lines = [line for line in lowered_text.splitlines() if "stablehlo.dot_general" in line]
@@ -77,7 +62,7 @@ def _hlo_dot_precisions(lowered_text: str) -> list[str]:
 def _traced_precisions(fn, *args, **static) -> list:
     """Dot precisions in the jaxpr of ``fn(*args, **static)``; ``args[0]`` (decode_fn) static."""
     jaxpr = jax.make_jaxpr(functools.partial(fn, **static), static_argnums=(0,))(*args)
-    return _dot_precisions(jaxpr.jaxpr)
+    return dot_precisions(jaxpr.jaxpr)
 
 
 JITTED = jax.jit(compare_gradients, static_argnames=("decode_fn",))
@@ -121,7 +106,7 @@ def test_precision_is_applied_when_traced_inside_the_callers_jit():
     def caller(p, latents, data, grid):
         return compare_gradients(_decode, p, latents, data, grid).mse.relative_error
 
-    assert all(p == HIGHEST for p in _dot_precisions(jax.make_jaxpr(caller)(params, z, x,
+    assert all(p == HIGHEST for p in dot_precisions(jax.make_jaxpr(caller)(params, z, x,
                                                                               sigmas).jaxpr))
     hlo = _hlo_dot_precisions(caller.lower(params, z, x, sigmas).as_text())
     assert len(hlo) >= 12 and all(p == "HIGHEST, HIGHEST" for p in hlo), hlo
@@ -144,7 +129,7 @@ def test_a_decode_fn_jitted_beforehand_is_retraced_at_highest():
     params, z, x, sigmas = _setup()
     jitted_decode = jax.jit(_decode)
     jitted_decode(params, z[0]).block_until_ready()
-    before = _dot_precisions(jax.make_jaxpr(jitted_decode)(params, z[0]).jaxpr)
+    before = dot_precisions(jax.make_jaxpr(jitted_decode)(params, z[0]).jaxpr)
     assert before and all(p is None for p in before)
     precisions = _traced_precisions(JITTED, jitted_decode, params, z, x, sigmas)
     assert len(precisions) >= 12 and all(p == HIGHEST for p in precisions), precisions
